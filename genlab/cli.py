@@ -1,0 +1,306 @@
+"""The `genlab` command line: thin argparse subcommands over the Python API.
+
+Errors are one line on stderr and exit code 2 (GenlabError, bad arguments, unreadable paths).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genlab import config as config_mod
+from genlab.errors import GenlabError
+from genlab.registry import DATASETS, METRICS, MODELS, SAMPLERS
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise GenlabError(f"{self.prog}: {message} (see --help)")
+
+
+def add_device(p: argparse.ArgumentParser, default: str = "cpu") -> None:
+    p.add_argument(
+        "--device", default=default, help=f"cpu, cuda, cuda:N or auto (default {default})"
+    )
+
+
+def build_parser() -> Parser:
+    from genlab import __version__
+
+    parser = Parser(prog="genlab", description="Deep generative models: train, sample, evaluate.")
+    parser.add_argument("--version", action="version", version=f"genlab {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    sub.add_parser("list", help="models, datasets, samplers and metrics with one-line descriptions")
+
+    p = sub.add_parser(
+        "train",
+        help="train a model on a dataset into a run directory",
+        description="genlab train [MODEL] [--data DATASET] [--config FILE] --out RUN "
+        "[--resume] [key=value ...]; keys: model.<field>, data.<field>, train.<field>",
+    )
+    p.add_argument("model", nargs="?", help="model name (see genlab list); may come from --config")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="e.g. train.steps=3000 model.beta=4"
+    )
+    p.add_argument("--data", help="dataset name, folder:PATH or npz:PATH")
+    p.add_argument("--data-root", help="directory holding the dataset's files (= data.root)")
+    p.add_argument("--config", help="YAML file with model/data/train sections")
+    p.add_argument("--out", help="run directory (default runs/MODEL-DATASET)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("sample", help="draw samples: a PNG grid (.png) or an array file (.npz)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed (same run, n, seed -> same samples)"
+    )
+    p.add_argument("--out", required=True, help="output file: .png or .npz")
+    p.add_argument("--sampler", help="sampler name, for models that have several")
+    p.add_argument("--steps", type=int, help="sampler steps")
+    p.add_argument("--class", dest="label", type=int, help="class to sample (conditional models)")
+    p.add_argument("--guidance", type=float, help="guidance weight (guided models)")
+    add_device(p)
+
+    p = sub.add_parser("evaluate", help="held-out metrics: prints a table and writes RUN/eval.json")
+    p.add_argument("run", help="run directory")
+    p.add_argument(
+        "--metrics", help=f"comma-separated, from: {', '.join(METRICS.names()) or 'see list'}"
+    )
+    p.add_argument("--n", type=int, help="number of test examples (default: the whole test split)")
+    p.add_argument(
+        "--k", type=int, default=100, help="importance samples for IWAE bounds (default 100)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    add_device(p)
+
+    p = sub.add_parser(
+        "reconstruct", help="test examples and their reconstructions (encoder models)"
+    )
+    p.add_argument("run")
+    p.add_argument("-n", type=int, default=32)
+    p.add_argument("--out", required=True, help="output PNG")
+    add_device(p)
+
+    p = sub.add_parser("interpolate", help="decoded latent interpolations between test examples")
+    p.add_argument("run")
+    p.add_argument("--pairs", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output PNG")
+    add_device(p)
+
+    p = sub.add_parser("manifold", help="the 2-D latent manifold plot (models with latent_dim=2)")
+    p.add_argument("run")
+    p.add_argument("--side", type=int, default=15)
+    p.add_argument("--out", required=True, help="output PNG")
+    add_device(p)
+
+    p = sub.add_parser(
+        "demo", help="train one model of each family on embedded data, write figures"
+    )
+    p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    p.add_argument("--quick", action="store_true", help="far fewer steps (a smoke test)")
+    return parser
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    for title, registry in (
+        ("models", MODELS),
+        ("datasets", DATASETS),
+        ("samplers", SAMPLERS),
+        ("metrics", METRICS),
+    ):
+        print(f"{title}:")
+        entries = [(e.name, e.description) for e in registry]
+        if registry is DATASETS:
+            entries += [
+                ("folder:PATH", "PNG/JPEG images, optional class sub-folders"),
+                ("npz:PATH", "arrays x (and optional labels y) in an .npz file"),
+            ]
+        if not entries:
+            print("  (none yet)")
+        for name, text in entries:
+            print(f"  {name:<16} {text}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from genlab.train import train
+
+    overrides = list(args.overrides)
+    model = args.model
+    if model and "=" in model:  # `genlab train --config f.yaml key=value`: no MODEL given
+        overrides.insert(0, model)
+        model = None
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    cfg = config_mod.resolve(model, args.data, args.config, overrides)
+    out = Path(args.out or f"runs/{cfg.model}-{cfg.data.name.replace(':', '_').replace('/', '_')}")
+    run = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {cfg.model} on {cfg.data.name} to step {run.step}: {run.dir}")
+
+
+def load(args: argparse.Namespace):  # -> Run
+    from genlab.train import load_run
+
+    return load_run(args.run, device=args.device)
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from genlab.viz.grids import save_samples
+
+    out = Path(args.out)
+    if out.suffix not in (".png", ".npz"):
+        raise GenlabError(f"--out must end in .png or .npz; got {out.name}")
+    if args.n <= 0:
+        raise GenlabError(f"-n must be positive; got {args.n}")
+    run = load(args)
+    model = run.model
+    kw = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance)) if v is not None}
+    if (args.sampler or kw) and not getattr(model, "samplers", ()):
+        raise GenlabError(
+            f"model {run.config.model} has one sampler; --sampler/--steps/--guidance do not apply"
+        )
+    labels = None
+    conditional = bool(getattr(model.cfg, "conditional", False))
+    if args.label is not None:
+        if not conditional:
+            raise GenlabError(f"model {run.config.model} is not class-conditional; drop --class")
+        if not 0 <= args.label < run.spec.num_classes:
+            raise GenlabError(f"--class must be in 0..{run.spec.num_classes - 1}; got {args.label}")
+        labels = torch.full((args.n,), args.label, dtype=torch.long, device=model.device)
+    elif conditional:
+        labels = torch.arange(args.n, device=model.device) % run.spec.num_classes
+    g = torch.Generator(model.device).manual_seed(args.seed)
+    x = model.sample(args.n, generator=g, labels=labels, sampler=args.sampler, **kw).cpu()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        arrays = {"x": x.numpy()}
+        if labels is not None:
+            arrays["y"] = labels.cpu().numpy()
+        write_npz(out, arrays)
+    else:
+        save_samples(x, run.spec, out, title=f"{run.config.model} step {run.step}")
+    print(f"wrote {args.n} samples to {out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from genlab.metrics import evaluate
+
+    names = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    for name in names or []:
+        METRICS.entry(name)
+    run = load(args)
+    report = evaluate(run.model, run.data(), names, n=args.n, k=args.k, seed=args.seed)
+    width = max([len(k) for k in report.values] + [6])
+    print(f"{'metric':<{width}}  value")
+    for key, value in report.values.items():
+        print(f"{key:<{width}}  {value:.6g}")
+    for name, note in report.notes.items():
+        print(f"  {name}: {note}")
+    for name, why in report.skipped.items():
+        print(f"  skipped {name}: {why}")
+    config_mod.write_text_atomic(run.dir / "eval.json", json.dumps(report.values, indent=1) + "\n")
+    print(f"wrote {run.dir / 'eval.json'}")
+
+
+def test_examples(run, n: int, seed: int = 0):  # -> (x, y)
+    split = run.data().split("test")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(split["x"]), generator=g)[:n]
+    return split["x"][idx], (split["y"][idx] if "y" in split else None)
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from genlab.viz.figures import reconstructions, require_encoder
+
+    run = load(args)
+    require_encoder(run.model, "reconstruct")
+    x, y = test_examples(run, args.n)
+    print(f"wrote {reconstructions(run.model, x, y, args.out)}")
+
+
+def cmd_interpolate(args: argparse.Namespace) -> None:
+    from genlab.viz.figures import interpolations, require_encoder
+
+    run = load(args)
+    require_encoder(run.model, "interpolate")
+    x, y = test_examples(run, 2 * args.pairs, args.seed)
+    ya = None if y is None else y[: args.pairs]
+    out = interpolations(run.model, x[: args.pairs], x[args.pairs :], args.out, args.steps, ya)
+    print(f"wrote {out}")
+
+
+def cmd_manifold(args: argparse.Namespace) -> None:
+    from genlab.viz.figures import latent_manifold
+
+    print(f"wrote {latent_manifold(load(args).model, args.out, args.side)}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from genlab.demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick)
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "evaluate": cmd_evaluate,
+    "reconstruct": cmd_reconstruct,
+    "interpolate": cmd_interpolate,
+    "manifold": cmd_manifold,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        # key=value overrides may stand anywhere after `train`; argparse leaves them over.
+        args, extra = parser.parse_known_args(argv)
+        stray = [a for a in extra if args.command != "train" or "=" not in a or a.startswith("-")]
+        if stray:
+            parser.error(f"unrecognized arguments: {' '.join(stray)}")
+        if args.command == "train":
+            args.overrides = list(args.overrides) + extra
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.WARNING,
+            format="%(message)s",
+            stream=sys.stderr,
+        )
+        if not args.command:
+            parser.print_help()
+            return 2
+        COMMANDS[args.command](args)
+        return 0
+    except GenlabError as e:
+        print(f"genlab: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:  # unreadable/unwritable paths are bad input, not bugs
+        print(f"genlab: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genlab: interrupted", file=sys.stderr)
+        return 130

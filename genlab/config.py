@@ -1,0 +1,241 @@
+"""Run configuration: dataclass defaults <- YAML file <- `key=value` overrides, types checked.
+
+A run config has three sections: `model` (the model's own dataclass, plus `name`), `data`
+(DataConfig) and `train` (TrainConfig). Unknown keys and badly typed values are GenlabErrors that
+name the closest valid keys. The resolved config is saved with the run as config.yaml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from genlab.data.load import DataConfig
+from genlab.errors import GenlabError
+from genlab.registry import MODELS, unknown
+
+
+@dataclass
+class TrainConfig:
+    """train.<field> keys."""
+
+    steps: int = 2000
+    batch_size: int = 128  # global batch: split across processes under torchrun
+    lr: float = 1e-3
+    seed: int = 0
+    checkpoint_every: int = 500
+    sample_every: int = 500
+    log_every: int = 25
+    device: str = "auto"  # auto = CUDA when present, else CPU
+    ema: float = 0.0  # EMA decay of the weights used for sampling; 0 = off
+    grad_clip: float = 0.0  # max global gradient norm per phase; 0 = off
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    keep_checkpoints: int = 2
+    num_samples: int = 64  # examples in each sample grid
+
+
+SECTIONS = ("model", "data", "train")
+
+
+@dataclass
+class RunConfig:
+    """The whole run: model name and fields, data, train."""
+
+    model: str
+    model_cfg: Any
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": {"name": self.model, **dataclasses.asdict(self.model_cfg)},
+            "data": dataclasses.asdict(self.data),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    def save(self, path: Path) -> None:
+        write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Load a YAML mapping with the safe loader (no python tags, nothing executed)."""
+    p = Path(path)
+    if not p.is_file():
+        raise GenlabError(f"config file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise GenlabError(f"cannot read config {p}: {first}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise GenlabError(f"config {p} must be a mapping with model/data/train sections")
+    return raw
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`section.key=value` -> ("section.key", value parsed as YAML scalar)."""
+    if "=" not in item:
+        raise GenlabError(f"expected key=value, got {item!r}")
+    key, text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def flatten(raw: dict[str, Any]) -> dict[str, Any]:
+    """{"model": {"name": "vae", "beta": 4}, "data": "digits"} -> {"model.name": "vae", ...}."""
+    out: dict[str, Any] = {}
+    for section, body in raw.items():
+        if section not in SECTIONS:
+            raise GenlabError(unknown("config section", section, SECTIONS))
+        if isinstance(body, str):  # shorthand `model: vae`, `data: digits`
+            if section == "train":
+                raise GenlabError("config section 'train' must be a mapping")
+            body = {"name": body}
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise GenlabError(f"config section {section!r} must be a mapping")
+        for key, value in body.items():
+            out[f"{section}.{key}"] = value
+    return out
+
+
+def resolve(
+    model: str | None = None,
+    data: str | None = None,
+    config_file: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    """RunConfig from, lowest priority first: base dict, file, MODEL/--data, key=value."""
+    flat: dict[str, Any] = flatten(base or {})
+    if config_file:
+        flat.update(flatten(read_yaml(config_file)))
+    if model:
+        flat["model.name"] = model
+    if data:
+        flat["data.name"] = data
+    for item in overrides:
+        key, value = parse_override(item)
+        flat[key] = value
+    model_name = flat.pop("model.name", None)
+    if not model_name:
+        raise GenlabError(
+            "no model given: name one (genlab train MODEL) or set model.name in --config"
+        )
+    entry = MODELS.entry(str(model_name))
+    model_fields = {**entry.defaults}
+    sections: dict[str, dict[str, Any]] = {"model": model_fields, "data": {}, "train": {}}
+    for key, value in flat.items():
+        section, _, name = key.partition(".")
+        if section not in SECTIONS or not name:
+            raise GenlabError(unknown("config key", key, all_keys(entry.obj.config_class)))
+        sections[section][name] = value
+    model_cfg = build_dataclass(entry.obj.config_class, sections["model"], "model")
+    data_cfg = build_dataclass(DataConfig, sections["data"], "data")
+    if not data_cfg.name:
+        raise GenlabError("no dataset given: pass --data DATASET or set data.name in --config")
+    train_cfg = build_dataclass(TrainConfig, sections["train"], "train")
+    check_train(train_cfg)
+    return RunConfig(str(model_name), model_cfg, data_cfg, train_cfg)
+
+
+def all_keys(model_config_class: type) -> list[str]:
+    keys = ["model.name"] + [f"model.{f.name}" for f in fields(model_config_class)]
+    keys += [f"data.{f.name}" for f in fields(DataConfig)]
+    keys += [f"train.{f.name}" for f in fields(TrainConfig)]
+    return keys
+
+
+def build_dataclass(cls: type, values: dict[str, Any], section: str) -> Any:
+    """Instantiate `cls` from `values`, refusing unknown keys and coercing/checking types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise GenlabError(
+                unknown("config key", f"{section}.{key}", [f"{section}.{n}" for n in names])
+            )
+        kwargs[key] = coerce(value, hints[key], f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; ints widen to float, lists become tuples."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, key)
+            except GenlabError as e:
+                errors.append(str(e))
+        raise GenlabError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise GenlabError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        item_tp = args[0] if args else Any
+        items = [coerce(v, item_tp, key) for v in value]
+        return tuple(items) if origin is tuple else items
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:
+        raise TypeError(f"unsupported config type {tp} for {key}")
+    raise GenlabError(f"{key} must be {tp.__name__}; got {value!r}")
+
+
+def check_train(cfg: TrainConfig) -> None:
+    positive = ("steps", "batch_size", "checkpoint_every", "sample_every", "log_every")
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise GenlabError(f"train.{name} must be positive; got {getattr(cfg, name)}")
+    if not cfg.lr > 0 or cfg.lr == float("inf"):
+        raise GenlabError(f"train.lr must be positive; got {cfg.lr}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise GenlabError(f"train.ema must be in [0, 1); got {cfg.ema}")
+    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
+        raise GenlabError(f"train.device must be auto, cpu or cuda[:N]; got {cfg.device!r}")

@@ -1,0 +1,1 @@
+"""Pure tensor functions (no state): densities, divergences, bounds, Jacobian penalties."""

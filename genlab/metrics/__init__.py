@@ -1,0 +1,5 @@
+"""Evaluation metrics (math written once) and `evaluate`, the one entry point."""
+
+from genlab.metrics.evaluate import Report, evaluate
+
+__all__ = ["evaluate", "Report"]

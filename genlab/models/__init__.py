@@ -1,0 +1,35 @@
+"""Every generative model of the course notes, behind one protocol (see base.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genlab.config import build_dataclass
+from genlab.data.spec import DataSpec
+from genlab.models import autoencoder, vae  # noqa: F401  (registers the models)
+from genlab.models.base import (
+    Encoder,
+    ExactLikelihood,
+    GenerativeModel,
+    LikelihoodBound,
+    Phase,
+)
+from genlab.registry import MODELS
+
+
+def build(name: str, spec: DataSpec, **cfg: Any) -> GenerativeModel:
+    """Model `name` for data `spec`; keyword arguments are its config fields (type-checked)."""
+    entry = MODELS.entry(name)
+    config = build_dataclass(entry.obj.config_class, {**entry.defaults, **cfg}, "model")
+    return entry.obj(config, spec)
+
+
+__all__ = [
+    "build",
+    "GenerativeModel",
+    "Phase",
+    "Encoder",
+    "LikelihoodBound",
+    "ExactLikelihood",
+    "MODELS",
+]

@@ -1,0 +1,131 @@
+"""The model protocol: one base class, phases with their own optimisers, optional capabilities.
+
+Every model is `class Name(GenerativeModel)` with a `@dataclass NameConfig` above it and
+`__init__(self, cfg, spec)`. `forward(batch, phase)` returns the loss dict; `sample(n)` returns
+examples in data space. Optional capabilities (encode, decode, reconstruct, log_prob, nll_bound)
+are found with the runtime-checkable Protocols below, never with extra base classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from genlab.data.spec import DataSpec
+
+OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+
+
+@dataclass
+class Phase:
+    """One optimisation phase: its parameters, how to build its optimiser, and how often it runs.
+
+    A training step runs every phase in order, each `repeat` times (WGAN: critic x 5, then
+    generator x 1).
+    """
+
+    name: str
+    params: list[nn.Parameter]
+    optimizer: OptimizerFactory
+    repeat: int = 1
+
+
+def adam(lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> OptimizerFactory:
+    return lambda params: torch.optim.Adam(params, lr=lr, betas=betas)
+
+
+class GenerativeModel(nn.Module):
+    """Base class of every genlab model.
+
+    The Trainer sets `self.step` (completed training steps) before each step, so schedules such as
+    KL warm-up are pure functions of it and resume exactly.
+    """
+
+    config_class: ClassVar[type]
+
+    def __init__(self, cfg: object, spec: DataSpec) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.spec = spec
+        self.step = 0
+
+    def forward(self, batch: dict[str, Tensor], phase: str = "main") -> dict[str, Tensor]:
+        """Loss of one phase on a batch: {"loss": scalar to backpropagate, **named parts}."""
+        raise NotImplementedError
+
+    def phases(self, lr: float) -> list[Phase]:
+        """Default: one "main" phase over all parameters with Adam."""
+        return [Phase("main", [p for p in self.parameters() if p.requires_grad], adam(lr))]
+
+    def after_step(self, phase: str) -> None:
+        """Hook after an optimiser step of `phase` (weight clipping, codebook EMA...)."""
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        labels: Tensor | None = None,
+        sampler: str | None = None,
+        **kw: object,
+    ) -> Tensor:
+        """n examples in data space, shape (n, *spec.shape)."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    def check_labels(self, n: int, labels: Tensor | None) -> Tensor | None:
+        """Labels as a (n,) long tensor on the model's device (a scalar is repeated n times)."""
+        if labels is None:
+            return None
+        labels = torch.as_tensor(labels, dtype=torch.long, device=self.device)
+        if labels.ndim == 0:
+            labels = labels.expand(n)
+        return labels
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> Tensor: ...
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor: ...
+    def reconstruct(self, x: Tensor, labels: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class LikelihoodBound(Protocol):
+    """Upper bound on -log p(x) per example in nats (ELBO / IWAE), for the model's own likelihood.
+
+    `discrete_likelihood` says whether p is a probability mass (else a density that needs the
+    dequantisation convention of genlab.metrics for discrete data).
+    """
+
+    discrete_likelihood: bool
+
+    def nll_bound(
+        self,
+        x: Tensor,
+        labels: Tensor | None = None,
+        *,
+        k: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Tensor: ...
+
+
+@runtime_checkable
+class ExactLikelihood(Protocol):
+    """Exact log p(x) per example in nats (flows, autoregressive models)."""
+
+    discrete_likelihood: bool
+
+    def log_prob(self, x: Tensor, labels: Tensor | None = None) -> Tensor: ...

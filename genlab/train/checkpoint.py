@@ -1,0 +1,165 @@
+"""Atomic checkpoints: weights in safetensors, trainer state loaded with weights_only=True.
+
+Layout: RUN/checkpoints/step_000100/{model.safetensors, [ema.safetensors], trainer.pt,
+manifest.json} and RUN/checkpoints/latest naming the newest complete one. A checkpoint is
+written into a temporary directory, fsynced, renamed into place, and only then named in
+`latest` (itself replaced atomically), so a killed process never leaves a half-written one.
+manifest.json holds each file's SHA-256; a truncated or altered file is refused on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from genlab.errors import GenlabError
+
+STEP_DIR = re.compile(r"^step_(\d{6,})$")
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict as contiguous CPU tensors (safetensors needs no shared storage)."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save(
+    root: Path,
+    step: int,
+    model: nn.Module,
+    trainer_state: dict[str, Any],
+    ema: nn.Module | None = None,
+    keep: int = 2,
+) -> Checkpoint:
+    """Write checkpoint `step` under root (= RUN/checkpoints) atomically; prune to `keep`."""
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:06d}"
+    tmp = root / f".tmp-{name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file(weights_of(model), str(tmp / "model.safetensors"))
+    if ema is not None:
+        save_file(weights_of(ema), str(tmp / "ema.safetensors"))
+    torch.save(trainer_state, tmp / "trainer.pt")
+    files = sorted(p.name for p in tmp.iterdir())
+    manifest = {"step": step, "sha256": {f: sha256(tmp / f) for f in files}}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    for f in tmp.iterdir():
+        fsync_file(f)
+    final = root / name
+    if final.exists():  # left by a run killed after the rename but before `latest` moved
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    pointer = root / ".latest.tmp"
+    pointer.write_text(name + "\n")
+    fsync_file(pointer)
+    os.replace(pointer, root / "latest")
+    prune(root, keep)
+    return Checkpoint(final, step)
+
+
+def prune(root: Path, keep: int) -> None:
+    for old in complete(root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old.path, ignore_errors=True)
+    for stale in root.glob(".tmp-*"):  # temporary directories of killed writers
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def complete(root: Path) -> list[Checkpoint]:
+    """Checkpoint directories with a manifest, oldest first."""
+    found = []
+    if root.is_dir():
+        for p in root.iterdir():
+            m = STEP_DIR.match(p.name)
+            if m and (p / "manifest.json").is_file():
+                found.append(Checkpoint(p, int(m.group(1))))
+    return sorted(found, key=lambda c: c.step)
+
+
+def latest(root: Path) -> Checkpoint | None:
+    """The checkpoint named by `latest`, else the newest complete one, else None."""
+    pointer = root / "latest"
+    if pointer.is_file():
+        name = pointer.read_text().strip()
+        m = STEP_DIR.match(name)
+        if m and (root / name / "manifest.json").is_file():
+            return Checkpoint(root / name, int(m.group(1)))
+    found = complete(root)
+    return found[-1] if found else None
+
+
+def verify(ckpt: Checkpoint) -> dict[str, str]:
+    """Check every file against the manifest's SHA-256; GenlabError when anything differs."""
+    try:
+        manifest = json.loads((ckpt.path / "manifest.json").read_text())
+        digests = dict(manifest["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise GenlabError(f"checkpoint {ckpt.path} has an unreadable manifest.json") from None
+    for name, digest in digests.items():
+        f = ckpt.path / name
+        if not f.is_file() or sha256(f) != digest:
+            raise GenlabError(f"checkpoint file {f} is corrupt or truncated (checksum mismatch)")
+    return digests
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load safetensors weights into `model`, refusing missing keys or other shapes."""
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise GenlabError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise GenlabError(
+            f"weights {path} do not fit this model "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for key, value in state.items():
+        if value.shape != own[key].shape:
+            raise GenlabError(
+                f"weights {path}: {key} has shape {tuple(value.shape)} in the checkpoint but "
+                f"{tuple(own[key].shape)} in the model (different image size, channels or config?)"
+            )
+    model.load_state_dict(state)
+
+
+def load_trainer_state(ckpt: Checkpoint) -> dict[str, Any]:
+    try:
+        return torch.load(ckpt.path / "trainer.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # any unpickling failure means a bad file; never execute it
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise GenlabError(
+            f"cannot read trainer state {ckpt.path / 'trainer.pt'}: {first}"
+        ) from None

@@ -1,0 +1,118 @@
+"""Run directories: create or resume a training run, and load a trained run back.
+
+RUN/config.yaml (resolved config), spec.json (the DataSpec, so a run loads without its data),
+metrics.csv, tensorboard/, samples/, checkpoints/, eval.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from genlab import models
+from genlab.config import RunConfig, read_yaml, resolve, write_text_atomic
+from genlab.data import load_config
+from genlab.data.spec import Data, DataSpec
+from genlab.errors import GenlabError
+from genlab.models.base import GenerativeModel
+from genlab.train import checkpoint, distributed
+from genlab.train.trainer import Trainer, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """A trained run: its directory, config, data spec, and model (EMA weights when present)."""
+
+    dir: Path
+    config: RunConfig
+    spec: DataSpec
+    model: GenerativeModel
+    step: int
+
+    def data(self) -> Data:
+        return load_config(self.config.data)
+
+
+def build_model(cfg: RunConfig, spec: DataSpec) -> GenerativeModel:
+    return models.build(cfg.model, spec, **dataclasses.asdict(cfg.model_cfg))
+
+
+def check_resume_config(saved: RunConfig, new: RunConfig) -> None:
+    """A resumed run may change train.* (e.g. more steps), never the model or data."""
+    old, cur = saved.to_dict(), new.to_dict()
+    for section in ("model", "data"):
+        for key, value in cur[section].items():
+            if old[section].get(key) != value:
+                raise GenlabError(
+                    f"--resume cannot change {section}.{key} ({old[section].get(key)!r} -> "
+                    f"{value!r}); use a new --out"
+                )
+
+
+def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> Run:
+    """Train a run described by `cfg` into `out` (continuing it with resume=True)."""
+    run_dir = Path(out)
+    has_checkpoints = checkpoint.latest(run_dir / "checkpoints") is not None
+    if run_dir.exists() and not resume and (has_checkpoints or (run_dir / "config.yaml").exists()):
+        raise GenlabError(
+            f"run directory {run_dir} already holds a run; add --resume or pick another --out"
+        )
+    if resume and (run_dir / "config.yaml").exists():
+        check_resume_config(resolve(base=read_yaml(run_dir / "config.yaml")), cfg)
+    data = load_config(cfg.data)  # before writing anything: bad data means nothing written
+    seed_everything(cfg.train.seed)  # the same initial weights for the same seed
+    model = build_model(cfg, data.spec)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / "config.yaml")
+        write_text_atomic(run_dir / "spec.json", json.dumps(dataclasses.asdict(data.spec)))
+    trainer = Trainer(model, data, cfg.train, run_dir, resume=resume, progress=progress)
+    try:
+        if trainer.step >= cfg.train.steps:
+            log.info("run %s already reached step %d", run_dir, trainer.step)
+        trainer.fit()
+    finally:
+        distributed.teardown()
+    return Run(run_dir, cfg, data.spec, trainer.sampling_model.eval(), trainer.step)
+
+
+def read_spec(run_dir: Path) -> DataSpec:
+    try:
+        raw = json.loads((run_dir / "spec.json").read_text())
+        raw["shape"] = tuple(raw["shape"])
+        if raw.get("value_range") is not None:
+            raw["value_range"] = tuple(raw["value_range"])
+        return DataSpec(**raw)
+    except (OSError, ValueError, TypeError, KeyError):
+        raise GenlabError(f"{run_dir} is not a genlab run (missing or bad spec.json)") from None
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", weights: str = "auto") -> Run:
+    """Load a trained run; weights: auto (EMA when present), ema, or model. Executes no code."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise GenlabError(f"{run_dir} is not a genlab run (no config.yaml)")
+    cfg = resolve(base=read_yaml(run_dir / "config.yaml"))
+    spec = read_spec(run_dir)
+    ckpt = checkpoint.latest(run_dir / "checkpoints")
+    if ckpt is None:
+        raise GenlabError(f"run {run_dir} has no checkpoint yet")
+    digests = checkpoint.verify(ckpt)
+    name = (
+        "ema.safetensors"
+        if weights in ("auto", "ema") and "ema.safetensors" in digests
+        else "model.safetensors"
+    )
+    if weights == "ema" and name != "ema.safetensors":
+        raise GenlabError(f"run {run_dir} has no EMA weights")
+    model = build_model(cfg, spec)
+    checkpoint.load_weights(model, ckpt.path / name)
+    model.step = ckpt.step
+    model.to(distributed.resolve_device(device)).eval()
+    return Run(run_dir, cfg, spec, model, ckpt.step)
