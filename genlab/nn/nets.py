@@ -14,14 +14,24 @@ from torch import Tensor, nn
 
 from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError
-from genlab.nn.conv import ConvDecoder, ConvEncoder
+from genlab.nn.conv import ConvDecoder, ConvEncoder, halvings
 from genlab.nn.mlp import MLP
 
 
 def use_conv(arch: str, spec: DataSpec) -> bool:
+    """conv for images that can be halved at least once; auto falls back to the MLP otherwise."""
     if arch == "conv" and not spec.is_image:
         raise GenlabError(f"model.arch=conv needs images; {spec.name} has shape {spec.shape}")
-    return arch == "conv" or (arch == "auto" and spec.is_image)
+    if not spec.is_image or arch == "mlp":
+        return False
+    if halvings(spec.shape[1], spec.shape[2], 1) == 0:
+        if arch == "conv":
+            h, w = spec.shape[1:]
+            raise GenlabError(
+                f"model.arch=conv needs even image sizes >= 4; {spec.name} is {h}x{w}"
+            )
+        return False
+    return True
 
 
 def one_hot(labels: Tensor | None, num_classes: int, like: Tensor) -> Tensor | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,22 +57,26 @@ def check_resume_config(saved: RunConfig, new: RunConfig) -> None:
 def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> Run:
     """Train a run described by `cfg` into `out` (continuing it with resume=True)."""
     run_dir = Path(out)
-    has_checkpoints = checkpoint.latest(run_dir / "checkpoints") is not None
-    if run_dir.exists() and not resume and (has_checkpoints or (run_dir / "config.yaml").exists()):
-        raise GenlabError(
-            f"run directory {run_dir} already holds a run; add --resume or pick another --out"
-        )
-    if resume and (run_dir / "config.yaml").exists():
-        check_resume_config(resolve(base=read_yaml(run_dir / "config.yaml")), cfg)
-    data = load_config(cfg.data)  # before writing anything: bad data means nothing written
-    seed_everything(cfg.train.seed)  # the same initial weights for the same seed
-    model = build_model(cfg, data.spec)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / "config.yaml")
-        write_text_atomic(run_dir / "spec.json", json.dumps(dataclasses.asdict(data.spec)))
-    trainer = Trainer(model, data, cfg.train, run_dir, resume=resume, progress=progress)
+    # Join the process group first, so every rank checks the directory before rank 0 writes.
+    ranks = distributed.setup(distributed.resolve_device(cfg.train.device))
     try:
+        has_run = checkpoint.latest(run_dir / "checkpoints") or (run_dir / "config.yaml").exists()
+        if not resume and has_run:
+            raise GenlabError(
+                f"run directory {run_dir} already holds a run; add --resume or pick another --out"
+            )
+        if resume and (run_dir / "config.yaml").exists():
+            check_resume_config(resolve(base=read_yaml(run_dir / "config.yaml")), cfg)
+        data = load_config(cfg.data)  # before writing anything: bad data means nothing written
+        seed_everything(cfg.train.seed)  # the same initial weights for the same seed
+        model = build_model(cfg, data.spec)
+        distributed.barrier()
+        if ranks.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(run_dir / "config.yaml")
+            write_text_atomic(run_dir / "spec.json", json.dumps(dataclasses.asdict(data.spec)))
+        distributed.barrier()
+        trainer = Trainer(model, data, cfg.train, run_dir, resume=resume, progress=progress)
         if trainer.step >= cfg.train.steps:
             log.info("run %s already reached step %d", run_dir, trainer.step)
         trainer.fit()
