@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,7 +254,8 @@ class Trainer:
         bar = tqdm(
             total=cfg.steps,
             initial=self.step,
-            disable=not (self.progress and self.dist.main),
+            # a bar on a terminal only, never in logs and pipes
+            disable=not (self.progress and self.dist.main and sys.stderr.isatty()),
             dynamic_ncols=True,
             leave=False,
         )

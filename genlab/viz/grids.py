@@ -60,7 +60,7 @@ def save_grid(
 ) -> Path:
     """Save images as a grid; small images (e.g. 8x8 digits) are enlarged for viewing."""
     arr = grid_array(images, nrow, value_range=value_range)
-    return save_image(arr, path, scale=max(1, 256 // max(arr.shape[:2])))
+    return save_image(arr, path, scale=max(1, 32 // images.shape[-1]))  # tiles >= 32 px wide
 
 
 def save_scatter(
