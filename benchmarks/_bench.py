@@ -17,8 +17,8 @@ import contextlib  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Iterator  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -60,7 +60,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} thread"
+    threads = torch.get_num_threads()
+    return f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} thread"
 
 
 def minutes(seconds: float) -> str:

@@ -12,7 +12,7 @@ model that uses correlations between pixels should beat by a wide margin.
 
 Uses only genlab's public API: config.resolve, train.train, metrics.evaluate, run.data().
 
-    python benchmarks/vae_fashion.py                     # both settings, full run (~12 min)
+    python benchmarks/vae_fashion.py                     # both settings, full run (~9 min)
     python benchmarks/vae_fashion.py --setting binary    # one setting
     python benchmarks/vae_fashion.py --quick             # smoke check, < 1 min, nothing saved
 """
@@ -92,10 +92,22 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
     v = report.values
     epochs = args.steps * min(args.batch_size, len(data)) / len(data)
     return dict(
-        setting=name, steps=args.steps, epochs=epochs, train_s=train_s, eval_s=eval_s,
-        nll=v["nll"], nll_se=v["nll_se"], bpd=v.get("bpd"), elbo=v["elbo"], k=args.k, n=n,
-        base=base, base_bpd=base / (data.spec.dim * math.log(2)), notes=report.notes,
-        png=png, seed=args.seed,
+        setting=name,
+        steps=args.steps,
+        epochs=epochs,
+        train_s=train_s,
+        eval_s=eval_s,
+        nll=v["nll"],
+        nll_se=v["nll_se"],
+        bpd=v.get("bpd"),
+        elbo=v["elbo"],
+        k=args.k,
+        n=n,
+        base=base,
+        base_bpd=base / (data.spec.dim * math.log(2)),
+        notes=report.notes,
+        png=png,
+        seed=args.seed,
     )
 
 
@@ -107,14 +119,19 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--arch", choices=["mlp", "conv"], default="mlp")
     p.add_argument("--latent", type=int, default=32)
-    p.add_argument("--hidden", type=lambda s: [int(h) for h in s.split(",")], default=[512, 256],
-                   help="MLP widths, comma-separated (encoder; the decoder mirrors them)")
+    p.add_argument(
+        "--hidden",
+        type=lambda s: [int(h) for h in s.split(",")],
+        default=[512, 256],
+        help="MLP widths, comma-separated (encoder; the decoder mirrors them)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=100, help="importance samples of the IWAE bound")
     p.add_argument("--n", type=int, default=None, help="test examples (default: all 10,000)")
     p.add_argument("--limit", type=int, default=0, help="training examples (0 = all 60,000)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke check: 200 steps, 500 test images, k=10, no PNG")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke check: 200 steps, 500 test images, k=10, no PNG"
+    )
     p.add_argument("--keep-run", default=None, help="keep the run directories as PREFIX-SETTING")
     p.add_argument("--no-png", action="store_true")
     args = p.parse_args()
@@ -127,18 +144,24 @@ def main() -> None:
     rows = [run_setting(name, args) for name in names]
     arch = f"{args.arch} {'-'.join(map(str, args.hidden))}, z={args.latent}"
     print()
-    print("| setting | model | steps (epochs) | train time | test NLL nats/image (IWAE) | bits/dim "
-          "| -ELBO | k, n | factorised pixels NLL | seed |")
+    print(
+        "| setting | model | steps (epochs) | train time | test NLL nats/image (IWAE) | bits/dim "
+        "| -ELBO | k, n | factorised pixels NLL | seed |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         bpd = f"{r['bpd']:.3f}" if r["bpd"] is not None else "-"
-        print(f"| {r['setting']} | VAE {arch} | {r['steps']} ({r['epochs']:.1f}) "
-              f"| {_bench.minutes(r['train_s'])} | {r['nll']:.2f} ± {r['nll_se']:.2f} | {bpd} "
-              f"| {-r['elbo']:.2f} | k={r['k']}, n={r['n']} | {r['base']:.1f} ({r['base_bpd']:.3f} "
-              f"bpd) | {r['seed']} |")
+        print(
+            f"| {r['setting']} | VAE {arch} | {r['steps']} ({r['epochs']:.1f}) "
+            f"| {_bench.minutes(r['train_s'])} | {r['nll']:.2f} ± {r['nll_se']:.2f} | {bpd} "
+            f"| {-r['elbo']:.2f} | k={r['k']}, n={r['n']} | {r['base']:.1f} ({r['base_bpd']:.3f} "
+            f"bpd) | {r['seed']} |"
+        )
     for r in rows:
-        print(f"# {r['setting']}: eval {r['eval_s']:.0f}s; {r['notes']['nll']}"
-              + (f"; samples -> {r['png']}" if r["png"] else ""))
+        print(
+            f"# {r['setting']}: eval {r['eval_s']:.0f}s; {r['notes']['nll']}"
+            + (f"; samples -> {r['png']}" if r["png"] else "")
+        )
 
 
 if __name__ == "__main__":

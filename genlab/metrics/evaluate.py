@@ -53,13 +53,16 @@ def nll_metric(ctx: Context) -> tuple[dict[str, float], str]:
     )
 
 
-@METRICS.register("elbo", "held-out evidence lower bound (nats per example)")
+@METRICS.register("elbo", "held-out evidence lower bound (nats per example), NLL convention")
 def elbo_metric(ctx: Context) -> tuple[dict[str, float], str]:
     if not isinstance(ctx.model, LikelihoodBound):
         raise NotImplementedError(f"{type(ctx.model).__name__} has no variational bound")
     x, y = ctx.test_split()
     per = test_nll(ctx.model, ctx.data, x, y, k=1, generator=ctx.generator)
-    return {"elbo": -float(per.mean()), "elbo_n": float(len(x))}, f"k=1; n={len(x)}"
+    values, note = nll_report(ctx.model, ctx.data, per)  # same dequantisation offset as nll
+    if "nll" in values:
+        return {"elbo": -values["nll"], "elbo_n": float(len(x))}, f"k=1; {note}; n={len(x)}"
+    return {"elbo_density": -values["nll_density"], "elbo_n": float(len(x))}, f"k=1; {note}"
 
 
 @METRICS.register("recon", "reconstruction error on the test split: MSE per dimension")
