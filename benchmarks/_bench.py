@@ -67,3 +67,21 @@ def machine() -> str:
 def minutes(seconds: float) -> str:
     m, s = divmod(round(seconds), 60)
     return f"{m}m{s:02d}s"
+
+
+def vae_overrides(args) -> list[str]:
+    """The model/train keys both VAE benchmarks take from their common arguments."""
+    hidden = "[" + ",".join(str(h) for h in args.hidden) + "]"
+    return [
+        f"model.arch={args.arch}",
+        f"model.latent_dim={args.latent}",
+        f"model.hidden={hidden}",
+        f"train.steps={args.steps}",
+        f"train.batch_size={args.batch_size}",
+        f"train.lr={args.lr}",
+        f"train.seed={args.seed}",
+        f"train.checkpoint_every={args.steps}",  # one checkpoint, one grid: time goes to training
+        f"train.sample_every={args.steps}",
+        "train.log_every=100",
+        "train.device=cpu",
+    ]

@@ -109,22 +109,7 @@ def gmm_benchmark(args: argparse.Namespace) -> dict:
 
 
 def vae_benchmark(args: argparse.Namespace) -> dict:
-    hidden = "[" + ",".join(str(h) for h in args.hidden) + "]"
-    overrides = [
-        "data.dequantize=true",
-        "model.likelihood=gaussian",
-        f"model.arch={args.arch}",
-        f"model.latent_dim={args.latent}",
-        f"model.hidden={hidden}",
-        f"train.steps={args.steps}",
-        f"train.batch_size={args.batch_size}",
-        f"train.lr={args.lr}",
-        f"train.seed={args.seed}",
-        f"train.checkpoint_every={args.steps}",
-        f"train.sample_every={args.steps}",
-        "train.log_every=100",
-        "train.device=cpu",
-    ]
+    overrides = ["data.dequantize=true", "model.likelihood=gaussian", *_bench.vae_overrides(args)]
     if args.validate:
         overrides.append(f"data.limit={N_FIT}")
     cfg = resolve("vae", "digits", None, overrides)

@@ -56,21 +56,7 @@ def factorised_nll(x_train: torch.Tensor, x_test: torch.Tensor, binary: bool) ->
 
 
 def run_setting(name: str, args: argparse.Namespace) -> dict:
-    hidden = "[" + ",".join(str(h) for h in args.hidden) + "]"
-    overrides = [
-        *SETTINGS[name],
-        f"model.arch={args.arch}",
-        f"model.latent_dim={args.latent}",
-        f"model.hidden={hidden}",
-        f"train.steps={args.steps}",
-        f"train.batch_size={args.batch_size}",
-        f"train.lr={args.lr}",
-        f"train.seed={args.seed}",
-        f"train.checkpoint_every={args.steps}",  # one checkpoint, one grid: time goes to training
-        f"train.sample_every={args.steps}",
-        "train.log_every=100",
-        "train.device=cpu",
-    ]
+    overrides = [*SETTINGS[name], *_bench.vae_overrides(args)]
     if args.limit:
         overrides.append(f"data.limit={args.limit}")
     cfg = resolve("vae", "fashion-mnist", None, overrides)
