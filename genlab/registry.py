@@ -35,9 +35,8 @@ class Registry:
     def add(self, name: str, obj: Any, description: str = "", **defaults: Any) -> None:
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} registered twice")
-        doc = description or (obj.__doc__ or "").strip().splitlines()[0:1]
-        text = doc if isinstance(doc, str) else (doc[0] if doc else "")
-        self._entries[name] = Entry(name, obj, text, dict(defaults))
+        first_doc_line = ((obj.__doc__ or "").strip().splitlines() or [""])[0]
+        self._entries[name] = Entry(name, obj, description or first_doc_line, dict(defaults))
 
     def entry(self, name: str) -> Entry:
         if name not in self._entries:
