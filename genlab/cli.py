@@ -298,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GenlabError as e:
         print(f"genlab: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # `genlab list | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:  # unreadable/unwritable paths are bad input, not bugs
         print(f"genlab: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
