@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from genlab import config as config_mod
+from genlab.atomic import atomic_write
 from genlab.errors import GenlabError
 from genlab.registry import DATASETS, METRICS, MODELS, SAMPLERS
 
@@ -160,10 +161,8 @@ def load(args: argparse.Namespace):  # -> Run
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

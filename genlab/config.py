@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from genlab.atomic import atomic_write
 from genlab.data.load import DataConfig
 from genlab.errors import GenlabError
 from genlab.registry import MODELS, unknown
@@ -64,9 +65,8 @@ class RunConfig:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -12,6 +12,9 @@ torch.set_num_threads(1)
 
 from genlab.data.spec import Data, DataSpec  # noqa: E402
 
+# Child processes (CLI, torchrun) get one thread each: tests run two workers on two cores.
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+
 
 def tiny_data(kind: str, n: int = 64, seed: int = 0) -> Data:
     """Random data of the given kind: "vector" (2-D, unlabelled) or "image" (1x8x8, 17 levels)."""

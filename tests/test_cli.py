@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SUBPROCESS_ENV
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 TRAIN = [
     "train.steps=30",
     "train.checkpoint_every=10",
@@ -28,7 +27,7 @@ def genlab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "genlab", *map(str, args)],
         capture_output=True,
         text=True,
-        env=ENV,
+        env=SUBPROCESS_ENV,
         timeout=300,
     )
     if check:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 
 import pytest
+from conftest import SUBPROCESS_ENV
 from safetensors.torch import load_file
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 ARGS = [
     "train",
     "ae",
@@ -32,7 +31,7 @@ def test_two_processes_match_one(tmp_path) -> None:
     subprocess.run(
         [sys.executable, "-m", "genlab", *ARGS, "--out", str(one)],
         check=True,
-        env=ENV,
+        env=SUBPROCESS_ENV,
         timeout=300,
         capture_output=True,
     )
@@ -47,7 +46,7 @@ def test_two_processes_match_one(tmp_path) -> None:
             "--out",
             str(two),
         ],
-        env=ENV,
+        env=SUBPROCESS_ENV,
         timeout=300,
         capture_output=True,
         text=True,

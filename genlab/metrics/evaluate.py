@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -34,9 +33,6 @@ class Context:
     def test_split(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         split = self.data.split("test")
         return split["x"][: self.n], (split["y"][: self.n] if "y" in split else None)
-
-
-Metric = Callable[[Context], tuple[dict[str, float], str]]
 
 
 @METRICS.register("nll", "held-out negative log-likelihood (exact, or IWAE bound) and bits/dim")

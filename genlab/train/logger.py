@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from genlab.atomic import atomic_write
+
 
 class Logger:
     """Rows of {column: value} keyed by step, written to CSV and TensorBoard."""
@@ -31,12 +33,10 @@ class Logger:
             self.write_all(kept)
 
     def write_all(self, rows: list[dict[str, str]]) -> None:
-        tmp = self.path.with_name(".metrics.csv.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(self.path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.columns)
             w.writeheader()
             w.writerows(rows)
-        tmp.replace(self.path)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         row = {"step": step, **{k: f"{v:.6g}" for k, v in values.items()}}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from genlab.atomic import atomic_write
 from genlab.data.spec import DataSpec
 
 
@@ -46,9 +46,8 @@ def save_image(array: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        img.save(tmp, format="PNG")
     return path
 
 
@@ -63,17 +62,29 @@ def save_grid(
     return save_image(arr, path, scale=max(1, 32 // images.shape[-1]))  # tiles >= 32 px wide
 
 
-def save_scatter(
-    points: Tensor, path: str | Path, reference: Tensor | None = None, title: str = ""
-) -> Path:
-    """Scatter plot of 2-D samples (blue), over reference data (grey) when given."""
+def pyplot():  # -> matplotlib.pyplot, headless; imported on first use (slow to import)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    return plt
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it."""
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png")
+    pyplot().close(fig)
+    return Path(path)
+
+
+def save_scatter(
+    points: Tensor, path: str | Path, reference: Tensor | None = None, title: str = ""
+) -> Path:
+    """Scatter plot of 2-D samples (blue), over reference data (grey) when given."""
+    fig, ax = pyplot().subplots(figsize=(4, 4), dpi=100)
     if reference is not None:
         r = reference.detach().cpu().numpy()
         ax.scatter(r[:, 0], r[:, 1], s=2, c="0.75", label="data")
@@ -81,12 +92,7 @@ def save_scatter(
     ax.scatter(p[:, 0], p[:, 1], s=2, c="tab:blue", label="samples")
     ax.set_aspect("equal")
     ax.set_title(title)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def save_samples(
