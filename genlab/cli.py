@@ -6,7 +6,6 @@ Errors are one line on stderr and exit code 2 (GenlabError, bad arguments, unrea
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -33,6 +32,39 @@ def add_device(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     p.add_argument(
         "--device", default=default, help=f"cpu, cuda, cuda:N or auto (default {default})"
     )
+
+
+def add_eval_options(p: argparse.ArgumentParser, metrics_help: str = "") -> None:
+    p.add_argument(
+        "--metrics",
+        help=f"comma-separated, from: {', '.join(METRICS.names())}"
+        + (f"; {metrics_help}" if metrics_help else " (default: all that apply)"),
+    )
+    p.add_argument(
+        "--n",
+        type=int,
+        help="sample size: generated samples and test examples (default: each metric's protocol)",
+    )
+    p.add_argument(
+        "--k", type=int, default=100, help="importance samples for IWAE bounds (default 100)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--inception-weights",
+        metavar="PATH",
+        help="InceptionV3 FID weights (pt_inception-2015-12-05-6726825d.pth) for fid/kid/is/pr "
+        "features instead of genlab's classifier; never downloaded",
+    )
+
+
+def metric_names(text: str | None) -> list[str] | None:
+    """--metrics a,b -> ["a", "b"], each checked against the registry (None when not given)."""
+    if not text:
+        return None
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    for name in names:
+        METRICS.entry(name)
+    return names
 
 
 def build_parser() -> Parser:
@@ -77,14 +109,19 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("evaluate", help="held-out metrics: prints a table and writes RUN/eval.json")
     p.add_argument("run", help="run directory")
-    p.add_argument(
-        "--metrics", help=f"comma-separated, from: {', '.join(METRICS.names()) or 'see list'}"
+    add_eval_options(p)
+    add_device(p)
+
+    p = sub.add_parser(
+        "compare",
+        help="runs side by side: sample grids, loss curves, metrics, in one HTML page",
+        description="genlab compare RUN... --report report.html [--metrics m1,m2]: metrics come "
+        "from each RUN/eval.json, or are computed (and saved) when --metrics is given",
     )
-    p.add_argument("--n", type=int, help="number of test examples (default: the whole test split)")
-    p.add_argument(
-        "--k", type=int, default=100, help="importance samples for IWAE bounds (default 100)"
-    )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    p.add_argument("--report", required=True, help="output HTML file")
+    p.add_argument("--title", default="genlab comparison")
+    add_eval_options(p, metrics_help="evaluate these first (default: use eval.json)")
     add_device(p)
 
     p = sub.add_parser(
@@ -166,6 +203,7 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    from genlab.viz.figures import class_labels
     from genlab.viz.grids import save_samples
 
     out = Path(args.out)
@@ -180,16 +218,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise GenlabError(
             f"model {run.config.model} has one sampler; --sampler/--steps/--guidance do not apply"
         )
-    labels = None
-    conditional = bool(getattr(model.cfg, "conditional", False))
     if args.label is not None:
-        if not conditional:
+        if not getattr(model.cfg, "conditional", False):
             raise GenlabError(f"model {run.config.model} is not class-conditional; drop --class")
         if not 0 <= args.label < run.spec.num_classes:
             raise GenlabError(f"--class must be in 0..{run.spec.num_classes - 1}; got {args.label}")
-        labels = torch.full((args.n,), args.label, dtype=torch.long, device=model.device)
-    elif conditional:
-        labels = torch.arange(args.n, device=model.device) % run.spec.num_classes
+    labels = class_labels(model, args.n, args.label)
     g = torch.Generator(model.device).manual_seed(args.seed)
     x = model.sample(args.n, generator=g, labels=labels, sampler=args.sampler, **kw).cpu()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -203,14 +237,27 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(f"wrote {args.n} samples to {out}")
 
 
+def check_inception_weights(path: str | None) -> None:
+    if path and not Path(path).is_file():
+        raise GenlabError(f"--inception-weights: no such file: {path}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from genlab.compare import EVAL_JSON, save_report
     from genlab.metrics import evaluate
 
-    names = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-    for name in names or []:
-        METRICS.entry(name)
+    names = metric_names(args.metrics)
+    check_inception_weights(args.inception_weights)
     run = load(args)
-    report = evaluate(run.model, run.data(), names, n=args.n, k=args.k, seed=args.seed)
+    report = evaluate(
+        run.model,
+        run.data(),
+        names,
+        n=args.n,
+        k=args.k,
+        seed=args.seed,
+        inception_weights=args.inception_weights,
+    )
     width = max([len(k) for k in report.values] + [6])
     print(f"{'metric':<{width}}  value")
     for key, value in report.values.items():
@@ -219,8 +266,27 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"  {name}: {note}")
     for name, why in report.skipped.items():
         print(f"  skipped {name}: {why}")
-    config_mod.write_text_atomic(run.dir / "eval.json", json.dumps(report.values, indent=1) + "\n")
-    print(f"wrote {run.dir / 'eval.json'}")
+    save_report(run.dir, report)
+    print(f"wrote {run.dir / EVAL_JSON}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from genlab.compare import compare
+
+    names = metric_names(args.metrics)
+    check_inception_weights(args.inception_weights)
+    out = compare(
+        args.runs,
+        args.report,
+        metrics=names,
+        n=args.n,
+        k=args.k,
+        seed=args.seed,
+        device=args.device,
+        inception_weights=args.inception_weights,
+        title=args.title,
+    )
+    print(f"wrote {out}")
 
 
 def test_examples(run, n: int, seed: int = 0):  # -> (x, y)
@@ -267,6 +333,7 @@ COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
     "evaluate": cmd_evaluate,
+    "compare": cmd_compare,
     "reconstruct": cmd_reconstruct,
     "interpolate": cmd_interpolate,
     "manifold": cmd_manifold,

@@ -39,6 +39,9 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     keep_checkpoints: int = 2
     num_samples: int = 64  # examples in each sample grid
+    eval_every: int = 0  # run metrics every N steps into eval.csv (0 = off)
+    eval_metrics: tuple[str, ...] = ()  # () = every metric that applies
+    eval_n: int = 1000  # samples / test examples per evaluation during training
 
 
 SECTIONS = ("model", "data", "train")
@@ -199,9 +202,11 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             raise GenlabError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
         return value
     if origin in (tuple, list):
+        item_tp = args[0] if args else Any
+        if isinstance(value, str) and item_tp is str:  # `train.eval_metrics=fid,kid`
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             value = [value]
-        item_tp = args[0] if args else Any
         items = [coerce(v, item_tp, key) for v in value]
         return tuple(items) if origin is tuple else items
     if tp is Any:

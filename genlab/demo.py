@@ -1,7 +1,10 @@
 """`genlab demo`: a few minutes on embedded data, one model per family so far, figures written.
 
 Today: a conv VAE on `digits` (samples, reconstructions, interpolations, loss curves), a VAE with
-a 2-D latent on `digits` (Kingma & Welling's manifold plot) and a VAE on the `moons` toy.
+a 2-D latent on `digits` (Kingma & Welling's manifold plot) and a VAE on the `moons` toy. Each
+run is evaluated (likelihood, reconstruction, and FID/KID/IS/precision-recall on the genlab
+classifier's features, or MMD/W1 on the toy), and the demo ends with `report.html`, the
+`genlab compare` page of all of them.
 """
 
 from __future__ import annotations
@@ -9,14 +12,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
-
+from genlab.compare import compare, save_report
 from genlab.config import resolve
 from genlab.errors import GenlabError
 from genlab.metrics import evaluate
 from genlab.train import train
-from genlab.viz.figures import interpolations, latent_manifold, reconstructions
-from genlab.viz.grids import save_samples
+from genlab.viz.figures import interpolations, latent_manifold, reconstructions, sample_figure
 from genlab.viz.plots import loss_curves
 
 # (name, model, data, overrides, steps, quick steps)
@@ -29,10 +30,11 @@ JOBS = [
 
 
 def run_demo(out: Path, quick: bool = False) -> list[Path]:
-    """Train the demo runs into `out` and write their figures; prints where everything is."""
+    """Train the demo runs into `out`, write their figures, and end with out/report.html."""
     if out.exists() and any(out.iterdir()):
         raise GenlabError(f"demo output {out} is not empty; pass another --out")
     written: list[Path] = []
+    runs = []
     for name, model, data, overrides, steps, quick_steps in JOBS:
         n = quick_steps if quick else steps
         cfg = resolve(
@@ -45,45 +47,41 @@ def run_demo(out: Path, quick: bool = False) -> list[Path]:
         t0 = time.perf_counter()
         run = train(cfg, out / name, progress=True)
         seconds = time.perf_counter() - t0
+        runs.append(run.dir)
         data_obj = run.data()
         test = data_obj.split("test")
         x, y = test["x"][:32], test.get("y")
-        g = torch.Generator().manual_seed(0)
+        reference = None if run.spec.is_image else test["x"][:2000]
         figs = [
-            save_samples(
-                run.model.sample(64 if run.spec.is_image else 2000, generator=g),
-                run.spec,
-                out / f"{name}-samples.png",
-                reference=test["x"][:2000],
-                title=f"{name} samples",
-            )
-        ]
-        figs.append(
+            sample_figure(run.model, out / f"{name}-samples.png", reference=reference, title=name),
             reconstructions(
-                run.model,
-                x,
-                None if y is None else y[:32],
-                out / f"{name}-reconstructions.png",
-                reference=None,
-            )
-        )
-        figs.append(
+                run.model, x, None if y is None else y[:32], out / f"{name}-reconstructions.png"
+            ),
             interpolations(
                 run.model, test["x"][:8], test["x"][8:16], out / f"{name}-interpolations.png"
-            )
-        )
-        figs.append(loss_curves(run.dir / "metrics.csv", out / f"{name}-loss.png"))
+            ),
+            loss_curves(run.dir / "metrics.csv", out / f"{name}-loss.png"),
+        ]
         if run.spec.is_image and getattr(run.model.cfg, "latent_dim", 0) == 2:
             figs.append(latent_manifold(run.model, out / f"{name}-manifold.png"))
-        report = evaluate(run.model, data_obj, ["nll", "recon"], k=50 if not quick else 5)
+        report = evaluate(run.model, data_obj, k=5 if quick else 50, n=200 if quick else None)
+        save_report(run.dir, report)
         summary = ", ".join(
             f"{k}={v:.4g}"
             for k, v in report.values.items()
-            if k in ("nll", "nll_density", "bpd", "recon_mse")
+            if k in ("nll", "nll_density", "bpd", "recon_mse", "fid", "precision", "recall", "w1")
         )
         print(f"{name}: {n} steps in {seconds:.0f} s; test {summary}")
         for f in figs:
             print(f"  {f}")
         written += figs
-    print(f"demo finished: runs and figures in {out}")
+    report_path = compare(
+        runs,
+        out / "report.html",
+        title="genlab demo",
+        footer="metrics: genlab evaluate protocol (see docs/metrics.md); IWAE k="
+        + ("5, 200 test examples (--quick)" if quick else "50, whole test splits"),
+    )
+    written.append(report_path)
+    print(f"demo finished: runs and figures in {out}; comparison page {report_path}")
     return written

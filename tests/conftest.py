@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# One fresh feature-classifier cache per test session (xdist workers inherit it): tests never
+# read or write the user's ~/.cache/genlab.
+if "GENLAB_TEST_CACHE" not in os.environ:
+    os.environ["GENLAB_TEST_CACHE"] = tempfile.mkdtemp(prefix="genlab-test-cache-")
+os.environ["GENLAB_CACHE_DIR"] = os.environ["GENLAB_TEST_CACHE"]
 torch.set_num_threads(1)
 
 from genlab.data.spec import Data, DataSpec  # noqa: E402
@@ -38,3 +46,40 @@ def vector_data() -> Data:
 @pytest.fixture
 def image_data() -> Data:
     return tiny_data("image")
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+WINDOW = (1280, 2000)
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian chromium not installed: apt-get install -y chromium"
+)
+
+
+def render(html: Path, tmp: Path, dom: bool = True) -> tuple[Path, str]:
+    """Screenshot `html` with headless Debian chromium, and (if `dom`) dump its DOM after load."""
+    png = tmp / f"{html.stem}.png"
+    profile = tempfile.mkdtemp(dir=tmp, prefix="chromium-profile-")
+    base = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",  # tests run as root
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        "--hide-scrollbars",
+        "--virtual-time-budget=3000",
+    ]
+    url = html.resolve().as_uri()
+    subprocess.run([*base, f"--screenshot={png}", url], check=True, capture_output=True, timeout=60)
+    out = ""
+    if dom:
+        done = subprocess.run(
+            [*base, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=60
+        )
+        out = done.stdout
+    return png, out

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SUBPROCESS_ENV
+from conftest import SUBPROCESS_ENV, needs_chromium, render
 
 TRAIN = [
     "train.steps=30",
@@ -74,6 +75,7 @@ def test_help_everywhere() -> None:
         ["train"],
         ["sample"],
         ["evaluate"],
+        ["compare"],
         ["reconstruct"],
         ["interpolate"],
         ["manifold"],
@@ -163,6 +165,8 @@ def test_reconstruct_interpolate_manifold(digits_run: Path, toy_run: Path, tmp_p
         (["train", "--config", "/no/such.yaml"], "not found"),
         (["sample", "/no/such/run", "--out", "x.png"], "not a genlab run"),
         (["evaluate", "/no/such/run"], "not a genlab run"),
+        (["train", "vae", "--data", "ring8", "train.eval_metrics=w1,fdi"], "unknown metric"),
+        (["compare", "/no/such/run", "--report", "r.html"], "not a genlab run"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -213,3 +217,58 @@ def test_resume_extends_a_finished_run(tmp_path: Path) -> None:
     genlab(*args, "train.steps=10")
     proc = genlab(*args, "train.steps=20", "--resume")
     assert "step 20" in proc.stdout
+
+
+def test_evaluate_default_metrics_and_their_protocol(digits_run: Path) -> None:
+    proc = genlab("evaluate", digits_run, "--n", 40, "--k", 2)
+    values = json.loads((digits_run / "eval.json").read_text())
+    for key in ("fid", "kid", "is", "precision", "recall", "ssim", "psnr", "classifier_acc"):
+        assert key in values, key
+    assert values["fid_n"] == 40 and values["kid_n"] == 40
+    assert "test accuracy" in proc.stdout and "40 generated vs 40 test examples" in proc.stdout
+    assert "skipped modes" in proc.stdout  # digits is not a known mixture
+    notes = json.loads((digits_run / "eval_notes.json").read_text())
+    assert "fid" in notes["notes"] and "modes" in notes["skipped"]
+
+
+def test_evaluate_refuses_a_missing_inception_file(digits_run: Path, tmp_path: Path) -> None:
+    proc = genlab("evaluate", digits_run, "--inception-weights", tmp_path / "nope.pth", check=False)
+    assert "no such file" in one_line_exit_2(proc)
+
+
+def test_eval_every_writes_eval_csv(tmp_path: Path) -> None:
+    out = tmp_path / "e"
+    genlab(
+        "train", "vae", "--data", "ring8", "--out", out, *TRAIN,
+        "train.eval_every=10", "train.eval_metrics=modes,w1", "train.eval_n=200", "--no-progress",
+    )  # fmt: skip
+    lines = (out / "eval.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[0] == "step" and {"modes", "hq", "w1", "w1_n"} <= set(header)
+    assert [row.split(",")[0] for row in lines[1:]] == ["10", "20", "30"]
+
+
+def test_compare_writes_one_html_page(digits_run: Path, toy_run: Path, tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    bad = genlab("compare", digits_run, "--report", tmp_path / "r.txt", check=False)
+    assert ".html" in one_line_exit_2(bad)
+    genlab("compare", digits_run, toy_run, "--report", report, "--metrics", "nll,fid,w1", "--n", 30,
+           "--k", 2)  # fmt: skip
+    html = report.read_text()
+    assert list(tmp_path.iterdir()) == [report]  # no other file beside it
+    assert html.count("data:image/png;base64,") >= 4 and "http" not in html
+    for text in ("cvae-digits", "vae-moons", ">fid<", ">w1<", "&mdash;"):
+        assert text in html, text
+    assert json.loads((toy_run / "eval.json").read_text())["w1_n"] == 30
+
+
+@needs_chromium
+def test_compare_page_renders_in_chromium(digits_run: Path, toy_run: Path, tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    genlab("compare", digits_run, toy_run, "--report", report, "--metrics", "recon", "--n", 20)
+    png, dom = render(report, tmp_path)
+    assert 'id="metrics"' in dom and "recon_mse" in dom
+    images = re.search(r'data-images="(\d+)"', dom)
+    assert images and int(images.group(1)) >= 4
+    assert f'data-images-loaded="{images.group(1)}"' in dom
+    assert png.stat().st_size > 10_000

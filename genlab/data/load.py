@@ -52,8 +52,20 @@ def load(
         x_train = x_train[:limit]
         y_train = None if y_train is None else y_train[:limit]
     return Data(
-        spec, x_train, y_train, base.x_test, base.y_test, binarize=binarize, dequantize=dequantize
+        spec,
+        x_train,
+        y_train,
+        base.x_test,
+        base.y_test,
+        binarize=binarize,
+        dequantize=dequantize,
+        source=(name, root),
     )
+
+
+def untransformed(data: Data) -> Data:
+    """The dataset `data` came from, without binarisation, dequantisation or limit."""
+    return load(*data.source) if data.source else data
 
 
 def load_config(cfg: DataConfig) -> Data:

@@ -53,6 +53,7 @@ class Data:
     the test split is binarised once with a fixed seed (the usual protocol).
     dequantize: uniform dequantisation of discrete data, y = (k + u) / levels with u ~ U[0, 1);
     the test split is dequantised once with a fixed seed.
+    source: (name, root) for data made by genlab.data.load; None for data built in memory.
     """
 
     spec: DataSpec
@@ -62,6 +63,8 @@ class Data:
     y_test: Tensor | None
     binarize: bool = False
     dequantize: bool = False
+    # (name, root) it was loaded from, so metrics can reload the untransformed, unlimited dataset
+    source: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.binarize or self.dequantize:

@@ -1,4 +1,4 @@
-"""Training logs: metrics.csv (append-only, trimmed on resume) and TensorBoard events."""
+"""Training logs: metrics.csv / eval.csv (append-only, trimmed on resume) and TensorBoard events."""
 
 from __future__ import annotations
 
@@ -11,8 +11,14 @@ from genlab.atomic import atomic_write
 class Logger:
     """Rows of {column: value} keyed by step, written to CSV and TensorBoard."""
 
-    def __init__(self, run_dir: Path, start_step: int = 0, tensorboard: bool = True) -> None:
-        self.path = run_dir / "metrics.csv"
+    def __init__(
+        self,
+        run_dir: Path,
+        start_step: int = 0,
+        tensorboard: bool = True,
+        name: str = "metrics.csv",
+    ) -> None:
+        self.path = run_dir / name
         self.columns: list[str] | None = None
         if self.path.exists():
             self.trim(start_step)
@@ -45,9 +51,13 @@ class Logger:
             self.write_all([])
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(row)
+        self.scalars(step, values)
+
+    def scalars(self, step: int, values: dict[str, float], prefix: str = "") -> None:
+        """TensorBoard only (e.g. eval/ values, whose CSV is eval.csv)."""
         if self.tb is not None:
             for k, v in values.items():
-                self.tb.add_scalar(k, v, step)
+                self.tb.add_scalar(prefix + k, v, step)
 
     def close(self) -> None:
         if self.tb is not None:

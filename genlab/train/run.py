@@ -18,6 +18,7 @@ from genlab.data import load_config
 from genlab.data.spec import Data, DataSpec
 from genlab.errors import GenlabError
 from genlab.models.base import GenerativeModel
+from genlab.registry import METRICS
 from genlab.train import checkpoint, distributed
 from genlab.train.trainer import Trainer, seed_everything
 
@@ -67,6 +68,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
             )
         if resume and (run_dir / "config.yaml").exists():
             check_resume_config(resolve(base=read_yaml(run_dir / "config.yaml")), cfg)
+        for name in cfg.train.eval_metrics:
+            METRICS.entry(name)  # an unknown metric fails before anything is written
         data = load_config(cfg.data)  # before writing anything: bad data means nothing written
         seed_everything(cfg.train.seed)  # the same initial weights for the same seed
         model = build_model(cfg, data.spec)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from genlab.config import TrainConfig
 from genlab.data.spec import Data
 from genlab.errors import GenlabError, TrainingDiverged
+from genlab.metrics.evaluate import evaluate
 from genlab.models.base import GenerativeModel
 from genlab.train import checkpoint, distributed
 from genlab.train.ema import EMA
@@ -140,6 +141,11 @@ class Trainer:
         if resume:
             self.restore()
         self.logger = Logger(self.run_dir, self.step) if self.dist.main else None
+        self.eval_logger = (
+            Logger(self.run_dir, self.step, tensorboard=False, name="eval.csv")
+            if self.dist.main and cfg.eval_every
+            else None
+        )
         self.sample_dir = self.run_dir / "samples"
         if self.dist.main:
             self.sample_dir.mkdir(parents=True, exist_ok=True)
@@ -281,17 +287,31 @@ class Trainer:
                     sums, count = {}, 0
                 if self.step % cfg.sample_every == 0 or self.step == cfg.steps:
                     self.save_sample_grid()
+                if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                    self.evaluate()
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save_checkpoint()
         finally:
             bar.close()
-            if self.logger:
-                self.logger.close()
+            for logger in (self.logger, self.eval_logger):
+                if logger:
+                    logger.close()
         return last
 
     @property
     def sampling_model(self) -> GenerativeModel:
         return self.ema.model if self.ema is not None else self.model
+
+    def evaluate(self) -> None:
+        """Held-out metrics of the sampling model into eval.csv and TensorBoard (rank 0 only)."""
+        if self.dist.main:
+            cfg = self.cfg
+            metrics = cfg.eval_metrics or None
+            report = evaluate(self.sampling_model, self.data, metrics, n=cfg.eval_n, seed=cfg.seed)
+            assert self.eval_logger is not None and self.logger is not None
+            self.eval_logger.log(self.step, report.values)
+            self.logger.scalars(self.step, report.values, prefix="eval/")
+        distributed.barrier()
 
     def save_sample_grid(self) -> None:
         """Samples with a fixed generator (the same noise at every step; global RNG untouched)."""

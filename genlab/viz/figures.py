@@ -23,6 +23,31 @@ def labels_for(model: GenerativeModel, y: Tensor | None) -> Tensor | None:
     return y if getattr(model.cfg, "conditional", False) else None
 
 
+def class_labels(model: GenerativeModel, n: int, label: int | None = None) -> Tensor | None:
+    """Labels to sample with: None if unconditional; else class `label`, or 0..K-1 cycled."""
+    if not getattr(model.cfg, "conditional", False):
+        return None
+    if label is not None:
+        return torch.full((n,), label, dtype=torch.long, device=model.device)
+    return torch.arange(n, device=model.device) % model.spec.num_classes
+
+
+@torch.no_grad()
+def sample_figure(
+    model: GenerativeModel,
+    path: str | Path,
+    *,
+    reference: Tensor | None = None,
+    seed: int = 0,
+    title: str = "",
+) -> Path:
+    """64 samples as a grid (images), or 2,000 points over the reference data (2-D)."""
+    n = 64 if model.spec.is_image else 2000
+    g = torch.Generator(model.device).manual_seed(seed)
+    x = model.sample(n, generator=g, labels=class_labels(model, n))
+    return save_samples(x, model.spec, path, reference=reference, title=title)
+
+
 @torch.no_grad()
 def reconstructions(
     model: GenerativeModel,
