@@ -8,6 +8,7 @@ on the same axes. The page embeds its images, so it can be mailed or checked in 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,8 +26,13 @@ EVAL_NOTES = "eval_notes.json"  # {"notes": {metric: protocol}, "skipped": {metr
 
 
 def save_report(run_dir: Path, report: Report) -> None:
-    """Write RUN/eval.json (flat values) and RUN/eval_notes.json (protocol and skips)."""
-    write_text_atomic(run_dir / EVAL_JSON, json.dumps(report.values, indent=1) + "\n")
+    """Write RUN/eval.json (flat values) and RUN/eval_notes.json (protocol and skips).
+
+    Non-finite values (PSNR of an exact reconstruction, the mode KL with no good sample) are
+    written as null: strict JSON has no inf or nan.
+    """
+    values = {k: (v if math.isfinite(v) else None) for k, v in report.values.items()}
+    write_text_atomic(run_dir / EVAL_JSON, json.dumps(values, indent=1) + "\n")
     notes = {"notes": report.notes, "skipped": report.skipped}
     write_text_atomic(run_dir / EVAL_NOTES, json.dumps(notes, indent=1) + "\n")
 

@@ -79,6 +79,8 @@ def _row(items: list[str], cls: str = "row") -> str:
 
 
 def _fmt(value: object) -> str:
+    if value is None:  # eval.json writes non-finite values as null
+        return "n/a"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if float(value).is_integer() and abs(value) < 1e9:  # sample sizes: 10000, not 1e+04
             return str(int(value))
