@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.errors import GenlabError
+from genlab.nn.weights import check_state_dict
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INPUT_SIZE = 299
@@ -280,12 +281,6 @@ def _read_state_dict(path: Path) -> Mapping[str, object]:
     )
 
 
-def _names(kind: str, keys: set[str]) -> str:
-    """'2 missing keys (a, b)': at most three names, then an ellipsis."""
-    shown = ", ".join(sorted(keys)[:3]) + (", ..." if len(keys) > 3 else "")
-    return f"{len(keys)} {kind} keys ({shown})"
-
-
 def load_inception(path: str | Path) -> InceptionV3:
     """An InceptionV3 (eval mode, no gradients) with the FID weights read from `path`.
 
@@ -310,21 +305,14 @@ def load_inception(path: str | Path) -> InceptionV3:
     expected = model.state_dict()
     # BatchNorm's batch counter is unused in eval mode and absent from older files: optional.
     optional = {k for k in expected if k.endswith("num_batches_tracked")}
-    missing = set(expected) - set(raw) - optional
-    unexpected = set(raw) - set(expected)
-    if missing or unexpected:
-        found = [("missing", missing), ("unexpected", unexpected)]
-        summary = ", ".join(_names(kind, keys) for kind, keys in found if keys)
-        raise GenlabError(
-            f"{path} does not match the FID Inception: {summary}; "
-            f"expected {WEIGHTS_FILE} from pytorch-fid"
-        )
-    for key, value in raw.items():
-        if value.shape != expected[key].shape:
-            raise GenlabError(
-                f"{path}: shape mismatch for {key}: file has {tuple(value.shape)}, "
-                f"FID Inception expects {tuple(expected[key].shape)}"
-            )
+    check_state_dict(
+        expected,
+        raw,
+        str(path),
+        "the FID Inception",
+        hint=f"expected {WEIGHTS_FILE} from pytorch-fid",
+        optional=optional,
+    )
     state = dict(raw)
     for key in optional - set(raw):
         state[key] = expected[key]

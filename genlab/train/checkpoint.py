@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from genlab.errors import GenlabError
+from genlab.nn.weights import check_state_dict
 
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
@@ -138,20 +139,13 @@ def load_weights(model: nn.Module, path: Path) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise GenlabError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise GenlabError(
-            f"weights {path} do not fit this model "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    for key, value in state.items():
-        if value.shape != own[key].shape:
-            raise GenlabError(
-                f"weights {path}: {key} has shape {tuple(value.shape)} in the checkpoint but "
-                f"{tuple(own[key].shape)} in the model (different image size, channels or config?)"
-            )
+    check_state_dict(
+        model.state_dict(),
+        state,
+        f"weights {path}",
+        "this model",
+        hint="different image size, channels or config?",
+    )
     model.load_state_dict(state)
 
 
