@@ -207,9 +207,7 @@ def is_metric(ctx: Context) -> tuple[dict[str, float], str]:
     splits = min(IS_SPLITS, len(probs))
     mean, std = inception_score(probs, splits=splits)
     values = {"is": mean, "is_std": std, "is_n": float(len(probs))}
-    note = (
-        f"{splits} splits of {len(probs)} generated samples; p(y|x) from the {ctx.extractor.name}"
-    )
+    note = f"{splits} splits of {len(probs)} samples; p(y|x): softmax output; {ctx.extractor.note}"
     return {**values, **ctx.extractor_values()}, note
 
 
