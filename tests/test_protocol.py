@@ -33,6 +33,7 @@ CASES = [
     for name in MODELS.names()
     for kind in ("vector", "image")
     if not (kind == "vector" and MODELS.entry(name).defaults.get("conditional"))
+    and kind in MODELS.get(name).data_kinds
 ]
 
 

@@ -31,7 +31,13 @@ from genlab.metrics.inception_score import inception_score
 from genlab.metrics.likelihood import nll_report, test_nll
 from genlab.metrics.precision_recall import density_coverage, precision_recall
 from genlab.metrics.toy import mode_metrics
-from genlab.models.base import Encoder, ExactLikelihood, GenerativeModel, LikelihoodBound
+from genlab.models.base import (
+    Encoder,
+    ExactLikelihood,
+    GenerativeModel,
+    LikelihoodBound,
+    Translator,
+)
 from genlab.registry import METRICS
 
 MODES_N = 2500  # the VEEGAN / PacGAN protocol
@@ -71,7 +77,10 @@ class Context:
         return split["x"][:n], (split["y"][:n] if "y" in split else None)
 
     def samples(self, n: int) -> Tensor:
-        """n samples in data space; conditional models get the test split's labels, cycled."""
+        """n samples in data space; conditional models get the test split's labels, cycled.
+
+        Translators are judged on translations of the test split's task sources (cycled).
+        """
         cached = self._samples.get(n)
         if cached is not None:
             return cached
@@ -79,13 +88,20 @@ class Context:
         conditional = bool(getattr(self.model.cfg, "conditional", False))
         y_test = self.data.split("test").get("y")
         out = []
+        x_test = self.data.split("test")["x"]
         with torch.no_grad():
             for i in range(0, n, 1000):
-                m = min(1000, n - i)
+                rows = torch.arange(i, min(n, i + 1000))
                 labels = None
                 if conditional and y_test is not None:
-                    labels = y_test[torch.arange(i, i + m) % len(y_test)].to(self.model.device)
-                out.append(self.model.sample(m, generator=g, labels=labels).float().cpu())
+                    labels = y_test[rows % len(y_test)].to(self.model.device)
+                if isinstance(self.model, Translator):  # translations of the test split's sources
+                    x = x_test[rows % len(x_test)].to(self.model.device)
+                    out.append(_output_for(self.model, x, labels).float().cpu())
+                else:
+                    out.append(
+                        self.model.sample(len(rows), generator=g, labels=labels).float().cpu()
+                    )
         self._samples[n] = torch.cat(out)
         return self._samples[n]
 
@@ -153,10 +169,19 @@ def elbo_metric(ctx: Context) -> tuple[dict[str, float], str]:
     return {"elbo_density": -values["nll_density"], "elbo_n": float(len(x))}, f"k=1; {note}"
 
 
-@METRICS.register("recon", "reconstructions of the test split: MSE; PSNR, SSIM, MS-SSIM on images")
+def _output_for(model: GenerativeModel, x: Tensor, labels: Tensor | None) -> Tensor:
+    """What is compared with x: its reconstruction, or the translation of its task source."""
+    if isinstance(model, Translator):
+        return model.translate(model.source_of(x), labels)
+    return model.reconstruct(x, labels)
+
+
+@METRICS.register(
+    "recon", "reconstructions (or translations) of the test split: MSE; PSNR, SSIM, MS-SSIM"
+)
 def recon_metric(ctx: Context) -> tuple[dict[str, float], str]:
-    if not isinstance(ctx.model, Encoder):
-        raise NotImplementedError(f"{type(ctx.model).__name__} has no encoder")
+    if not isinstance(ctx.model, (Encoder, Translator)):
+        raise NotImplementedError(f"{type(ctx.model).__name__} has no encoder or translator")
     x, y = ctx.test_split()
     spec = ctx.data.spec
     image = spec.is_image and spec.value_range is not None
@@ -165,7 +190,7 @@ def recon_metric(ctx: Context) -> tuple[dict[str, float], str]:
         for i in range(0, len(x), 256):
             xb = x[i : i + 256].to(ctx.model.device)
             yb = None if y is None else y[i : i + 256].to(ctx.model.device)
-            x_hat = ctx.model.reconstruct(xb, yb).float()
+            x_hat = _output_for(ctx.model, xb, yb).float()
             parts["recon_mse"].append(((x_hat - xb) ** 2).flatten(1).mean(1).cpu())
             if image:
                 low, high = spec.value_range
@@ -173,9 +198,14 @@ def recon_metric(ctx: Context) -> tuple[dict[str, float], str]:
                 for name, fn in (("psnr", psnr), ("ssim", ssim), ("ms_ssim", ms_ssim)):
                     parts[name].append(fn(x_hat, xb, data_range=high - low).cpu())
     values = {k: float(torch.cat(v).double().mean()) for k, v in parts.items() if v}
-    note = "MSE per dimension in data space"
+    what = (
+        "translations of the task sources"
+        if isinstance(ctx.model, Translator)
+        else "reconstructions"
+    )
+    note = f"{what}: MSE per dimension in data space"
     if image:
-        note += "; PSNR (dB), SSIM and MS-SSIM of reconstructions clamped to the data range"
+        note += "; PSNR (dB), SSIM and MS-SSIM, outputs clamped to the data range"
         note += " (mean over images; PSNR of an exact reconstruction is inf)"
     return {**values, "recon_n": float(len(x))}, f"{note}; n={len(x)} test examples"
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from genlab.config import build_dataclass
 from genlab.data.spec import DataSpec
+from genlab.errors import GenlabError
 from genlab.models import autoencoder, vae  # noqa: F401  (registers the models)
 from genlab.models.base import (
     Encoder,
@@ -13,6 +14,7 @@ from genlab.models.base import (
     GenerativeModel,
     LikelihoodBound,
     Phase,
+    Translator,
 )
 from genlab.registry import MODELS
 
@@ -20,6 +22,12 @@ from genlab.registry import MODELS
 def build(name: str, spec: DataSpec, **cfg: Any) -> GenerativeModel:
     """Model `name` for data `spec`; keyword arguments are its config fields (type-checked)."""
     entry = MODELS.entry(name)
+    kind = "image" if spec.is_image else "vector"
+    if kind not in entry.obj.data_kinds:
+        raise GenlabError(
+            f"model {name} trains on {' or '.join(entry.obj.data_kinds)} data; "
+            f"{spec.name} is {kind} data ({spec.describe()})"
+        )
     config = build_dataclass(entry.obj.config_class, {**entry.defaults, **cfg}, "model")
     return entry.obj(config, spec)
 
@@ -31,5 +39,6 @@ __all__ = [
     "Encoder",
     "LikelihoodBound",
     "ExactLikelihood",
+    "Translator",
     "MODELS",
 ]

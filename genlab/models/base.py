@@ -46,6 +46,9 @@ class GenerativeModel(nn.Module):
     """
 
     config_class: ClassVar[type]
+    # The data a model can train on: "vector" (e.g. 2-D toys) and/or "image". Image-to-image
+    # models (pix2pix, CycleGAN) declare ("image",); build() refuses other data with one line.
+    data_kinds: ClassVar[tuple[str, ...]] = ("vector", "image")
 
     def __init__(self, cfg: object, spec: DataSpec) -> None:
         super().__init__()
@@ -129,3 +132,12 @@ class ExactLikelihood(Protocol):
     discrete_likelihood: bool
 
     def log_prob(self, x: Tensor, labels: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class Translator(Protocol):
+    """Image-to-image models: `source_of(x)` is the task's input for target x (genlab.data.tasks),
+    `translate(source)` the model's output; evaluation compares translate(source_of(x)) with x."""
+
+    def source_of(self, x: Tensor) -> Tensor: ...
+    def translate(self, source: Tensor, labels: Tensor | None = None) -> Tensor: ...
