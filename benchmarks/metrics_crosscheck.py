@@ -1,4 +1,4 @@
-"""FID and KID: genlab vs torchmetrics on the same features, and what the metrics read on known pairs.
+"""FID and KID: genlab vs torchmetrics on the same features, and readings on known pairs.
 
 For each dataset (Fashion-MNIST, digits) the genlab feature classifier embeds the test split (the
 reference) and four "generated" sets with known relations to it:
@@ -18,12 +18,11 @@ reported for genlab alone.
 
 from __future__ import annotations
 
-import _bench  # noqa: F401  (first: thread settings)
-
 import argparse
 import statistics
 import time
 
+import _bench  # noqa: F401  (first: thread settings)
 import torch
 import torch.nn.functional as F
 from torchmetrics.image.fid import FrechetInceptionDistance

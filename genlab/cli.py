@@ -125,7 +125,9 @@ def build_parser() -> Parser:
     add_device(p)
 
     p = sub.add_parser(
-        "reconstruct", help="test examples and their reconstructions (encoder models)"
+        "reconstruct",
+        help="test examples and their reconstructions (encoder models) or translations "
+        "(image-to-image models)",
     )
     p.add_argument("run")
     p.add_argument("-n", type=int, default=32)
@@ -297,10 +299,9 @@ def test_examples(run, n: int, seed: int = 0):  # -> (x, y)
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
-    from genlab.viz.figures import reconstructions, require_encoder
+    from genlab.viz.figures import reconstructions
 
     run = load(args)
-    require_encoder(run.model, "reconstruct")
     x, y = test_examples(run, args.n)
     print(f"wrote {reconstructions(run.model, x, y, args.out)}")
 

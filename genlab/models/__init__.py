@@ -7,7 +7,18 @@ from typing import Any
 from genlab.config import build_dataclass
 from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError
-from genlab.models import autoencoder, vae  # noqa: F401  (registers the models)
+
+# Importing a model module registers its models.
+from genlab.models import (  # noqa: F401
+    aae,
+    autoencoder,
+    bigan,
+    cogan,
+    cyclegan,
+    gan,
+    pix2pix,
+    vae,
+)
 from genlab.models.base import (
     Encoder,
     ExactLikelihood,

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from genlab.errors import GenlabError
-from genlab.models.base import Encoder, GenerativeModel
+from genlab.models.base import Encoder, GenerativeModel, Translator
 from genlab.viz.grids import save_grid, save_samples
 from genlab.viz.latent import interpolate, manifold
 
@@ -56,17 +56,24 @@ def reconstructions(
     path: str | Path,
     reference: Tensor | None = None,
 ) -> Path:
-    """Images: originals and reconstructions in alternating rows. 2-D: reconstructed points."""
-    enc = require_encoder(model, "reconstruct")
+    """Images: originals and reconstructions in alternating rows. 2-D: reconstructed points.
+
+    Translators (pix2pix, CycleGAN): rows of task sources, translations and targets.
+    """
     x = x.to(model.device)
     y = None if y is None else y.to(model.device)
-    x_hat = enc.reconstruct(x, labels_for(model, y))
+    if isinstance(model, Translator):
+        source = model.source_of(x)
+        groups = [source, model.translate(source, labels_for(model, y)), x]
+    else:
+        enc = require_encoder(model, "reconstruct")
+        groups = [x, enc.reconstruct(x, labels_for(model, y))]
     if not model.spec.is_image:
-        return save_samples(x_hat, model.spec, path, reference=x.cpu(), title="reconstructions")
+        return save_samples(groups[1], model.spec, path, reference=x.cpu(), title="reconstructions")
     cols = 8
     rows = []
     for i in range(0, len(x), cols):
-        rows += [x[i : i + cols], x_hat[i : i + cols]]
+        rows += [g[i : i + cols] for g in groups]
     return save_grid(torch.cat(rows), path, nrow=cols, value_range=model.spec.value_range)
 
 
