@@ -40,6 +40,7 @@ CONFIGS: dict[str, list[str]] = {
     "ns+pack2": ["model.loss=ns", "model.pack=2"],
     "ns+pack4": ["model.loss=ns", "model.pack=4"],
     "ns+unrolled5": ["model.loss=ns", "model.unrolled=5"],
+    "ns+pack4+mbstd": ["model.loss=ns", "model.pack=4", "model.minibatch_stddev=true"],
 }
 
 COMMON = [

@@ -62,15 +62,17 @@ from genlab.math.gan_losses import clip_weights, critic_loss, generator_loss, gr
 from genlab.models.base import GenerativeModel, OptimizerFactory, Phase, adam
 from genlab.nn.conv import halvings
 from genlab.nn.gan import Critic, Generator, pack_samples
+from genlab.nn.msg import MSGCritic, MSGGenerator, image_pyramid
+from genlab.nn.style import StyleGenerator
 from genlab.registry import MODELS
 
 
 @dataclass
 class GANConfig:
     loss: Literal["minimax", "ns", "ls", "wgan", "wgan-gp", "hinge"] = "ns"
-    # auto: dcgan for images that can be halved at least once, else mlp. (The style-based and
-    # multi-scale generators will be further values here.)
-    arch: Literal["auto", "mlp", "dcgan"] = "auto"
+    # auto: dcgan for images that can be halved at least once, else mlp. style: the style-based
+    # generator with a DCGAN critic; msg: MSG-GAN's multi-scale generator and critic (images).
+    arch: Literal["auto", "mlp", "dcgan", "style", "msg"] = "auto"
     latent_dim: int = 64
     hidden: tuple[int, ...] = (256, 256)  # MLP widths (generator and critic)
     channels: tuple[int, ...] = (64, 128)  # conv widths per stride-2 stage (critic order)
@@ -93,6 +95,7 @@ class GANConfig:
     pack: int = 1  # PacGAN: examples judged jointly by the critic
     unrolled: int = 0  # critic steps unrolled for the generator's loss (0 = off)
     unrolled_lr: float = 0.01  # SGD step size of the unrolled critic steps
+    style_mixing: float = 0.9  # arch=style: share of training samples with two styles
 
 
 @MODELS.register("gan", "GAN (non-saturating loss); MLP for vectors, DCGAN nets for images")
@@ -143,6 +146,10 @@ class GAN(GenerativeModel):
         any module with this signature works with the rest of the model.
         """
         cfg, spec = self.cfg, self.spec
+        if self.arch == "style":
+            return StyleGenerator(cfg.latent_dim, spec, cfg.channels, num_classes=self.num_classes)
+        if self.arch == "msg":
+            return MSGGenerator(cfg.latent_dim, spec, cfg.channels, num_classes=self.num_classes)
         return Generator(
             cfg.latent_dim + self.num_classes,
             spec.shape,
@@ -155,14 +162,16 @@ class GAN(GenerativeModel):
     def build_critic(self) -> nn.Module:
         """Packed, conditioned input (see critic_input) -> (B / pack,) scores."""
         cfg, spec, k = self.cfg, self.spec, self.num_classes
-        if self.arch == "dcgan":  # class maps as extra channels, packing along channels
+        if self.arch == "msg":  # one critic over every resolution of the pyramid
+            return MSGCritic(spec, cfg.channels, num_classes=k)
+        if self.arch != "mlp":  # class maps as extra channels, packing along channels
             c, h, w = spec.shape
             critic_shape: tuple[int, ...] = (cfg.pack * (c + k), h, w)
         else:  # flattened examples, one-hot and packing along features
             critic_shape = (cfg.pack * (spec.dim + k),)
         return Critic(
             critic_shape,
-            arch=self.arch,
+            arch="mlp" if self.arch == "mlp" else "dcgan",
             hidden=cfg.hidden,
             channels=cfg.channels,
             batch_norm=cfg.loss != "wgan-gp" and not cfg.spectral_norm,
@@ -190,14 +199,27 @@ class GAN(GenerativeModel):
                 raise GenlabError(f"model.{name} must be >= 1, got {getattr(cfg, name)}")
         if cfg.unrolled < 0 or cfg.minibatch_discrimination < 0:
             raise GenlabError("model.unrolled and model.minibatch_discrimination must be >= 0")
+        if cfg.arch == "msg":
+            tricks = {
+                "pack": cfg.pack > 1,
+                "minibatch_stddev": cfg.minibatch_stddev,
+                "minibatch_discrimination": cfg.minibatch_discrimination > 0,
+                "replay": cfg.replay > 0,
+                "unrolled": cfg.unrolled > 0,
+                "spectral_norm": cfg.spectral_norm,
+                "loss=wgan-gp": cfg.loss == "wgan-gp",
+            }
+            used = [name for name, on in tricks.items() if on]
+            if used:
+                raise GenlabError(f"model.arch=msg does not support {', '.join(used)} yet")
 
     @staticmethod
     def resolve_arch(arch: str, spec: DataSpec) -> str:
         """auto: dcgan for images that can be halved at least once, else mlp."""
         can_conv = spec.is_image and halvings(spec.shape[1], spec.shape[2], 1) > 0
-        if arch == "dcgan" and not can_conv:
+        if arch in ("dcgan", "style", "msg") and not can_conv:
             raise GenlabError(
-                f"model.arch=dcgan needs images with even sides >= 4; {spec.name} has shape "
+                f"model.arch={arch} needs images with even sides >= 4; {spec.name} has shape "
                 f"{tuple(spec.shape)}"
             )
         if arch == "auto":
@@ -219,15 +241,36 @@ class GAN(GenerativeModel):
         return (lo + (x + 1) * (hi - lo) / 2).clamp(lo, hi)
 
     # ----------------------------------------------------------------------------------- nets
-    def generate(self, z: Tensor, labels: Tensor | None) -> Tensor:
-        """G(z[, y]) in critic space, (B, *shape)."""
+    def generate(
+        self, z: Tensor, labels: Tensor | None, noise: torch.Generator | None = None
+    ) -> Tensor | list[Tensor]:
+        """G(z[, y]) in critic space: (B, *shape), or MSG-GAN's list coarse to fine.
+
+        `noise` draws the style generator's per-layer noise (sampling passes its generator).
+        """
+        if self.arch == "style":
+            return torch.tanh(self.generator(z, labels, generator=noise, **self.mixing(z)))
+        if self.arch == "msg":
+            return [torch.tanh(level) for level in self.generator(z, labels)]
         if self.num_classes:
             z = torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], dim=1)
         return self.generator(z)
 
+    def mixing(self, z: Tensor) -> dict[str, Tensor]:
+        """Style mixing regularisation (Karras et al. arXiv:1812.04948, section 3.1): while
+        training, a style_mixing share of samples take their styles from a second z from a random
+        layer on; sampling uses one z."""
+        layers = self.generator.num_style_layers
+        if not self.training or self.cfg.style_mixing <= 0 or layers < 2:
+            return {}
+        n = len(z)
+        crossover = torch.randint(1, layers, (n,), device=z.device)
+        mixed = torch.rand(n, device=z.device) < self.cfg.style_mixing
+        return {"z2": torch.randn_like(z), "mix_layer": torch.where(mixed, crossover, layers)}
+
     def critic_input(self, x: Tensor, labels: Tensor | None) -> Tensor:
         """(B, *shape) [+ labels] -> the critic's packed input (B / pack, ...)."""
-        if self.arch != "dcgan":
+        if self.arch == "mlp":
             x = x.flatten(1)
         if self.num_classes:
             code = F.one_hot(labels, self.num_classes).to(x.dtype)  # (B, K)
@@ -237,7 +280,13 @@ class GAN(GenerativeModel):
         return pack_samples(x, self.cfg.pack)
 
     def judge(self, x: Tensor, labels: Tensor | None) -> Tensor:
-        """Critic scores (B / pack,) of critic-space examples x (B, *shape)."""
+        """Critic scores (B / pack,) of critic-space examples x (B, *shape).
+
+        MSG-GAN's critic takes every resolution: real images become their average-pooled pyramid.
+        """
+        if self.arch == "msg":
+            levels = x if isinstance(x, list) else image_pyramid(x, self.generator.levels)
+            return self.critic(levels, labels)
         return self.critic(self.critic_input(x, labels))
 
     # -------------------------------------------------------------------------------- training
@@ -413,7 +462,8 @@ class GAN(GenerativeModel):
     ) -> Tensor:
         """G(z), z ~ N(0, I) drawn with `generator`, mapped to data space."""
         z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=self.device)
-        return self.to_data_space(self.generate(z, self.default_labels(n, labels)))
+        x = self.generate(z, self.default_labels(n, labels), noise=generator)
+        return self.to_data_space(x[-1] if isinstance(x, list) else x)
 
 
 @MODELS.register(
@@ -421,5 +471,32 @@ class GAN(GenerativeModel):
 )
 class DCGAN(GAN):
     """DCGAN (Radford et al. arXiv:1511.06434): the GAN with arch=dcgan, for images only."""
+
+    data_kinds = ("image",)
+
+
+@MODELS.register(
+    "stylegan",
+    "style-based generator (mapping network, AdaIN, per-layer noise, style mixing), images",
+    arch="style",
+)
+class StyleGAN(GAN):
+    """StyleGAN-style generator (Karras et al. arXiv:1812.04948; [001], [003], [004]):
+    w = f(z) by a mapping MLP, each layer x <- AdaIN(conv(x) + noise, A(w)) with
+    AdaIN(x, y) = y_s (x - mu(x)) / sigma(x) + y_b, style mixing while training; DCGAN critic."""
+
+    data_kinds = ("image",)
+
+
+@MODELS.register(
+    "msggan",
+    "MSG-GAN: multi-scale generator outputs judged together by one critic (images)",
+    arch="msg",
+    loss="hinge",
+)
+class MSGGAN(GAN):
+    """MSG-GAN (Karnewar & Wang arXiv:1903.06048; [003]): G emits an image at every resolution,
+    the critic sees all of them (real images as their average-pooled pyramid), so gradients
+    reach every scale at once: multi-scale growth without ProGAN's stage schedule."""
 
     data_kinds = ("image",)
