@@ -28,9 +28,14 @@ from torch import Tensor
 
 from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError
-from genlab.math.gan_losses import clip_weights, generator_loss
+from genlab.math.gan_losses import generator_loss
+from genlab.models.adversarial import (
+    GanLoss,
+    adversarial_optimizer,
+    clip_after_critic_step,
+    critic_objective,
+)
 from genlab.models.base import GenerativeModel, Phase, adam
-from genlab.models.bigan import GanLoss, adversarial_optimizer, critic_objective
 from genlab.nn import MLP, DecoderNet, EncoderNet
 from genlab.registry import MODELS
 
@@ -120,8 +125,7 @@ class AAE(GenerativeModel):
         ]
 
     def after_step(self, phase: str) -> None:
-        if phase == "critic" and self.cfg.loss == "wgan":
-            clip_weights(self.critic.parameters(), self.cfg.clip)
+        clip_after_critic_step(phase, self.cfg.loss, self.critic, self.cfg.clip)
 
     @torch.no_grad()
     def sample(

@@ -8,13 +8,10 @@ so E inverts G ([000] "ALI": Jensen-Shannon divergence between the joints; [002]
 Dumoulin et al. arXiv:1606.00704, Donahue et al. arXiv:1605.09782). The encoder here is
 deterministic (BiGAN); encode(x) = E(x), decode(z) = G(z), reconstruct(x) = G(E(x)).
 
-The small helpers at the top (output and critic ranges, the critic's loss with its gradient
-penalty, the optimiser choice) are shared with the AAE and CoGAN modules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,58 +19,18 @@ import torch
 from torch import Tensor, nn
 
 from genlab.data.spec import DataSpec
-from genlab.math.gan_losses import clip_weights, critic_loss, gradient_penalty
-from genlab.models.base import GenerativeModel, OptimizerFactory, Phase, adam
+from genlab.math.gan_losses import critic_loss
+from genlab.models.adversarial import (
+    GanLoss,
+    adversarial_optimizer,
+    clip_after_critic_step,
+    critic_objective,
+    to_data_range,
+    to_unit_range,
+)
+from genlab.models.base import GenerativeModel, Phase
 from genlab.nn import MLP, DecoderNet, EncoderNet
 from genlab.registry import MODELS
-
-GanLoss = Literal["minimax", "ns", "ls", "wgan", "wgan-gp", "hinge"]
-
-
-def to_data_range(out: Tensor, spec: DataSpec) -> Tensor:
-    """A generator's raw output in data space: tanh mapped onto value_range; unbounded: as is."""
-    if spec.value_range is None:
-        return out
-    low, high = spec.value_range
-    return low + (high - low) * (torch.tanh(out) + 1) / 2
-
-
-def to_critic_range(x: Tensor, spec: DataSpec) -> Tensor:
-    """Data-space examples as the critic sees them: bounded data mapped to [-1, 1]."""
-    if spec.value_range is None:
-        return x
-    low, high = spec.value_range
-    return 2 * (x - low) / (high - low) - 1
-
-
-def adversarial_optimizer(optimizer: str, loss: str, lr: float, beta1: float) -> OptimizerFactory:
-    """Adam(lr, (beta1, 0.999)) (DCGAN recipe); RMSProp for weight-clipped WGAN (Algorithm 1).
-
-    optimizer="auto" picks RMSProp exactly when loss="wgan".
-    """
-    if optimizer == "rmsprop" or (optimizer == "auto" and loss == "wgan"):
-        return lambda params: torch.optim.RMSprop(params, lr=lr)
-    return adam(lr, (beta1, 0.999))
-
-
-def critic_objective(
-    kind: str,
-    critic: Callable[[Tensor], Tensor],
-    real: Tensor,
-    fake: Tensor,
-    gp_weight: float,
-) -> dict[str, Tensor]:
-    """The critic's loss on real and (already detached) fake inputs, plus the penalty for wgan-gp.
-
-    Returns {"loss", "d_real", "d_fake"[, "gp"]}; d_* are the critic's mean outputs (logits for
-    minimax / ns), logged to watch the game.
-    """
-    r, f = critic(real), critic(fake)
-    parts = {"loss": critic_loss(kind, r, f), "d_real": r.mean(), "d_fake": f.mean()}
-    if kind == "wgan-gp":
-        parts["gp"] = gradient_penalty(critic, real, fake)
-        parts["loss"] = parts["loss"] + gp_weight * parts["gp"]
-    return parts
 
 
 @dataclass
@@ -140,7 +97,7 @@ class BiGAN(GenerativeModel):
 
     def score(self, x: Tensor, z: Tensor) -> Tensor:
         """The critic's output D(x, z) (a logit for minimax / ns), x in data space; (B,)."""
-        return self.critic(to_critic_range(x, self.spec), z)
+        return self.critic(to_unit_range(x, self.spec), z)
 
     # --------------------------------------------------------------------------- the game
     def forward(self, batch: dict[str, Tensor], phase: str = "critic") -> dict[str, Tensor]:
@@ -180,8 +137,7 @@ class BiGAN(GenerativeModel):
         ]
 
     def after_step(self, phase: str) -> None:
-        if phase == "critic" and self.cfg.loss == "wgan":
-            clip_weights(self.critic.parameters(), self.cfg.clip)
+        clip_after_critic_step(phase, self.cfg.loss, self.critic, self.cfg.clip)
 
     @torch.no_grad()
     def sample(

@@ -22,15 +22,16 @@ from torch import Tensor, nn
 from genlab.data.spec import DataSpec
 from genlab.data.tasks import source_of
 from genlab.errors import GenlabError
-from genlab.math.gan_losses import clip_weights, generator_loss
-from genlab.models.base import GenerativeModel, Phase
-from genlab.models.bigan import (
+from genlab.math.gan_losses import generator_loss
+from genlab.models.adversarial import (
     GanLoss,
     adversarial_optimizer,
+    clip_after_critic_step,
     critic_objective,
-    to_critic_range,
     to_data_range,
+    to_unit_range,
 )
+from genlab.models.base import GenerativeModel, Phase
 from genlab.nn import DecoderNet, EncoderNet
 from genlab.nn.conv import halvings
 from genlab.nn.nets import use_conv
@@ -160,7 +161,7 @@ class CoGAN(GenerativeModel):
 
     def score(self, x: Tensor, domain: str) -> Tensor:
         """D_domain(x) for data-space images x; a logit for minimax / ns; (B,)."""
-        return self.critic(to_critic_range(x, self.spec), domain)
+        return self.critic(to_unit_range(x, self.spec), domain)
 
     def forward(self, batch: dict[str, Tensor], phase: str = "critic") -> dict[str, Tensor]:
         cfg = self.cfg
@@ -193,8 +194,7 @@ class CoGAN(GenerativeModel):
         ]
 
     def after_step(self, phase: str) -> None:
-        if phase == "critic" and self.cfg.loss == "wgan":
-            clip_weights(self.critic.parameters(), self.cfg.clip)
+        clip_after_critic_step(phase, self.cfg.loss, self.critic, self.cfg.clip)
 
     @torch.no_grad()
     def sample_pair(

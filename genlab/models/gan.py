@@ -58,8 +58,14 @@ from torch.func import functional_call
 
 from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError
-from genlab.math.gan_losses import clip_weights, critic_loss, generator_loss, gradient_penalty
-from genlab.models.base import GenerativeModel, OptimizerFactory, Phase, adam
+from genlab.math.gan_losses import critic_loss, generator_loss, gradient_penalty
+from genlab.models.adversarial import (
+    adversarial_optimizer,
+    clip_after_critic_step,
+    from_unit_range,
+    to_unit_range,
+)
+from genlab.models.base import GenerativeModel, Phase
 from genlab.nn.conv import halvings
 from genlab.nn.gan import Critic, Generator, pack_samples
 from genlab.nn.msg import MSGCritic, MSGGenerator, image_pyramid
@@ -229,16 +235,10 @@ class GAN(GenerativeModel):
     # ------------------------------------------------------------------------------ data space
     def to_critic_space(self, x: Tensor) -> Tensor:
         """Data space -> G's output space: value_range -> [-1, 1]; unbounded data unchanged."""
-        if self.spec.value_range is None:
-            return x
-        lo, hi = self.spec.value_range
-        return 2 * (x - lo) / (hi - lo) - 1
+        return to_unit_range(x, self.spec)
 
     def to_data_space(self, x: Tensor) -> Tensor:
-        if self.spec.value_range is None:
-            return x
-        lo, hi = self.spec.value_range
-        return (lo + (x + 1) * (hi - lo) / 2).clamp(lo, hi)
+        return from_unit_range(x, self.spec)
 
     # ----------------------------------------------------------------------------------- nets
     def generate(
@@ -427,10 +427,7 @@ class GAN(GenerativeModel):
     def phases(self, lr: float) -> list[Phase]:
         """Critic x n_critic, then generator; Adam (beta1, beta2) or RMSProp (WGAN)."""
         cfg = self.cfg
-        if cfg.optimizer == "rmsprop":
-            opt: OptimizerFactory = lambda params: torch.optim.RMSprop(params, lr=lr)  # noqa: E731
-        else:
-            opt = adam(lr, (cfg.beta1, cfg.beta2))
+        opt = adversarial_optimizer(cfg.optimizer, cfg.loss, lr, cfg.beta1, cfg.beta2)
         return [
             Phase("critic", list(self.critic.parameters()), opt, repeat=cfg.n_critic),
             Phase("generator", list(self.generator.parameters()), opt),
@@ -438,8 +435,7 @@ class GAN(GenerativeModel):
 
     def after_step(self, phase: str) -> None:
         """WGAN: clip every critic parameter to [-clip, clip] after each critic step."""
-        if phase == "critic" and self.cfg.loss == "wgan":
-            clip_weights(self.critic.parameters(), self.cfg.clip)
+        clip_after_critic_step(phase, self.cfg.loss, self.critic, self.cfg.clip)
 
     # -------------------------------------------------------------------------------- sampling
     def default_labels(self, n: int, labels: Tensor | None) -> Tensor | None:

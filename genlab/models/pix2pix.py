@@ -28,6 +28,7 @@ from torch import Tensor
 from genlab.data import tasks
 from genlab.data.spec import DataSpec
 from genlab.math.gan_losses import critic_loss, generator_loss
+from genlab.models.adversarial import to_data_range, to_unit_range
 from genlab.models.base import GenerativeModel, Phase, adam
 from genlab.nn.patchgan import PatchCritic
 from genlab.nn.unet import UNetGenerator
@@ -37,20 +38,14 @@ BANK = 64  # training sources kept for sample()
 
 
 # ------------------------------------------------------------- shared by the translation models
-def data_range(spec: DataSpec) -> tuple[float, float]:
-    return spec.value_range or (0.0, 1.0)
-
-
 def to_net(x: Tensor, spec: DataSpec) -> Tensor:
     """Data-space images -> [-1, 1], what the networks see."""
-    low, high = data_range(spec)
-    return 2 * (x - low) / (high - low) - 1
+    return to_unit_range(x, spec)
 
 
 def to_data(u: Tensor, spec: DataSpec) -> Tensor:
     """Unbounded generator output -> tanh -> the data range."""
-    low, high = data_range(spec)
-    return (low + (high - low) * (torch.tanh(u) + 1) / 2).clamp(low, high)
+    return to_data_range(u, spec)
 
 
 def register_bank(model: GenerativeModel) -> None:

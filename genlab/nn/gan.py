@@ -38,17 +38,17 @@ def conv_stages(shape: Sequence[int], channels: Sequence[int]) -> int:
 
 
 def dcgan_init(module: nn.Module) -> None:
-    """DCGAN init: Linear / Conv weights N(0, 0.02), batch-norm scales N(1, 0.02), biases 0.
+    """DCGAN init: Linear / Conv weights N(0, 0.02), norm scales N(1, 0.02), biases 0.
 
     Radford et al. arXiv:1511.06434, section 4 ("all weights were initialized from a zero-centered
-    Normal distribution with standard deviation 0.02").
+    Normal distribution with standard deviation 0.02"); pix2pix uses the same (Isola et al. 6.2).
     """
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm2d)) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 

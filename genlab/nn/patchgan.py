@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from genlab.nn.conv import halvings
-from genlab.nn.unet import norm_layer, normal_init
+from genlab.nn.gan import dcgan_init
+from genlab.nn.unet import norm_layer
 
 
 class PatchCritic(nn.Module):
@@ -54,7 +55,7 @@ class PatchCritic(nn.Module):
         self.receptive_field = 3
         for _ in range(n):
             self.receptive_field = 2 * self.receptive_field + 2
-        normal_init(self)
+        dcgan_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # (B, 1, H / 2^n, W / 2^n)

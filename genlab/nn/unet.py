@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from genlab.nn.conv import halvings
+from genlab.nn.gan import dcgan_init
 
 NORMS = ("batch", "instance", "none")
 
@@ -27,20 +28,6 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}; choose from {', '.join(NORMS)}")
-
-
-@torch.no_grad()
-def normal_init(module: nn.Module, std: float = 0.02) -> None:
-    """The DCGAN / pix2pix initialisation: conv weights ~ N(0, std^2), norm scales ~ N(1, std^2),
-    biases 0 (Radford et al. arXiv:1511.06434; Isola et al. section 6.2)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.weight is not None:
-            nn.init.normal_(m.weight, 1.0, std)
-            nn.init.zeros_(m.bias)
 
 
 class UNetGenerator(nn.Module):
@@ -98,7 +85,7 @@ class UNetGenerator(nn.Module):
             layers.append(nn.ReLU())
             self.up.append(nn.Sequential(*layers))
         self.out = nn.Conv2d(chans[0] + in_channels, out_channels, 3, padding=1)
-        normal_init(self)
+        dcgan_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         skips = []
