@@ -23,7 +23,13 @@ from genlab.viz.plots import loss_curves
 
 # (name, model, data, overrides, steps, quick steps)
 DEQ = "data.dequantize=true"  # so the digits NLL is a discrete NLL, in bits/dim
-GAN_TOY = ["model.arch=mlp", "model.hidden=[256,256]", "model.latent_dim=16", "train.lr=2e-4"]
+GAN_TOY = [
+    "model.arch=mlp",
+    "model.hidden=[256,256]",
+    "model.latent_dim=16",
+    "train.lr=1e-3",
+    "train.batch_size=256",
+]
 JOBS = [
     ("vae-digits", "vae", "digits", [DEQ, "model.latent_dim=16", "train.lr=2e-3"], 3000, 60),
     ("vae2d-digits", "vae", "digits", [DEQ, "model.latent_dim=2", "model.arch=mlp"], 3000, 60),
