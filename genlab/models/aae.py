@@ -138,5 +138,5 @@ class AAE(GenerativeModel):
         **kw: object,
     ) -> Tensor:
         """g(z), z ~ N(0, I): the prior the critic taught the codes to follow."""
-        z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=self.device)
+        z = self.prior_sample(n, generator)
         return self.decode(z)

@@ -80,6 +80,10 @@ class GenerativeModel(nn.Module):
         """n examples in data space, shape (n, *spec.shape)."""
         raise NotImplementedError
 
+    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ N(0, I), shape (n, cfg.latent_dim), drawn with `generator` on the model's device."""
+        return torch.randn(n, self.cfg.latent_dim, generator=generator, device=self.device)
+
     @property
     def device(self) -> torch.device:
         for t in self.parameters():

@@ -150,5 +150,5 @@ class BiGAN(GenerativeModel):
         **kw: object,
     ) -> Tensor:
         """G(z), z ~ N(0, I)."""
-        z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=self.device)
+        z = self.prior_sample(n, generator)
         return self.decode(z)

@@ -201,7 +201,7 @@ class CoGAN(GenerativeModel):
         self, n: int, *, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """(G_A(z), G_B(z)) from the same z ~ N(0, I): corresponding images of the two domains."""
-        z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=self.device)
+        z = self.prior_sample(n, generator)
         out = self.generate(z)
         return out["a"], out["b"]
 
@@ -216,5 +216,5 @@ class CoGAN(GenerativeModel):
         **kw: object,
     ) -> Tensor:
         """Domain-A images G_A(z), z ~ N(0, I) (the dataset's own domain)."""
-        z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=self.device)
+        z = self.prior_sample(n, generator)
         return self.generate(z, "a")["a"]

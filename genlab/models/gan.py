@@ -303,9 +303,6 @@ class GAN(GenerativeModel):
             labels = batch["y"][:n]
         return self.to_critic_space(x[:n]), labels
 
-    def noise(self, n: int) -> Tensor:
-        return torch.randn(n, self.cfg.latent_dim, device=self.device)
-
     def ls_targets(self) -> tuple[float, float, float]:
         return (self.cfg.ls_a, self.cfg.ls_b, self.cfg.ls_c)
 
@@ -321,7 +318,7 @@ class GAN(GenerativeModel):
     def critic_phase(self, x: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
         cfg = self.cfg
         with torch.no_grad():
-            fake = self.generate(self.noise(len(x)), labels)
+            fake = self.generate(self.prior_sample(len(x)), labels)
         fake_labels = labels
         if cfg.replay > 0:
             fake, fake_labels = self.replay_mix(fake, labels)
@@ -349,7 +346,7 @@ class GAN(GenerativeModel):
         return {"loss": loss, "adv": adv.detach(), **out}
 
     def generator_phase(self, x: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
-        fake = self.generate(self.noise(len(x)), labels)
+        fake = self.generate(self.prior_sample(len(x)), labels)
         if self.cfg.unrolled > 0:
             fake_out = self.unrolled_judge(x, fake, labels)
         else:
@@ -457,7 +454,7 @@ class GAN(GenerativeModel):
         **kw: object,
     ) -> Tensor:
         """G(z), z ~ N(0, I) drawn with `generator`, mapped to data space."""
-        z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=self.device)
+        z = self.prior_sample(n, generator)
         x = self.generate(z, self.default_labels(n, labels), noise=generator)
         return self.to_data_space(x[-1] if isinstance(x, list) else x)
 

@@ -142,5 +142,5 @@ class VAE(GenerativeModel):
         **kw: object,
     ) -> Tensor:
         """Decoder means at z ~ N(0, I) (the usual picture of a VAE's samples)."""
-        z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=self.device)
+        z = self.prior_sample(n, generator)
         return self.decode(z, self.default_labels(n, labels))
