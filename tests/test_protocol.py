@@ -16,7 +16,16 @@ from genlab.models.base import Encoder, GenerativeModel
 from genlab.registry import MODELS
 from genlab.train import checkpoint
 
-TINY = {"latent_dim": 3, "hidden": (16,), "channels": (4, 8)}
+# small nets and short chains (diffusion: T, noise levels, Langevin steps) keep the suite fast
+TINY = {
+    "latent_dim": 3,
+    "hidden": (16,),
+    "channels": (4, 8),
+    "timesteps": 20,
+    "num_scales": 3,
+    "langevin_steps": 2,
+    "sample_steps": 5,
+}
 
 
 def build(name: str, kind: str) -> tuple[GenerativeModel, dict]:

@@ -151,8 +151,10 @@ def nll_metric(ctx: Context) -> tuple[dict[str, float], str]:
     per = test_nll(ctx.model, ctx.data, x, y, k=ctx.k, generator=ctx.generator())
     values, note = nll_report(ctx.model, ctx.data, per)
     exact = isinstance(ctx.model, ExactLikelihood)
-    how = "exact" if exact else f"IWAE bound, k={ctx.k}"
-    return {**values, "nll_n": float(len(x)), **({} if exact else {"iwae_k": float(ctx.k)})}, (
+    method = getattr(ctx.model, "likelihood_method", None)  # a model's own words, when it has them
+    iwae = not exact and method is None
+    how = method or ("exact" if exact else f"IWAE bound, k={ctx.k}")
+    return {**values, "nll_n": float(len(x)), **({"iwae_k": float(ctx.k)} if iwae else {})}, (
         f"{how}; {note}; n={len(x)} test examples"
     )
 

@@ -15,8 +15,10 @@ from genlab.models import (  # noqa: F401
     bigan,
     cogan,
     cyclegan,
+    ddpm,
     gan,
     pix2pix,
+    score,
     vae,
 )
 from genlab.models.base import (

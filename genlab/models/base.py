@@ -114,7 +114,9 @@ class LikelihoodBound(Protocol):
     """Upper bound on -log p(x) per example in nats (ELBO / IWAE), for the model's own likelihood.
 
     `discrete_likelihood` says whether p is a probability mass (else a density that needs the
-    dequantisation convention of genlab.metrics for discrete data).
+    dequantisation convention of genlab.metrics for discrete data). A model whose bound is not
+    the IWAE bound names it in an optional class attribute `likelihood_method: str`, which
+    evaluate prints instead of "IWAE bound, k=...".
     """
 
     discrete_likelihood: bool

@@ -122,7 +122,8 @@ def predictor_corrector(
             # batch-mean norms as in score_sde: per-example ||g|| can vanish near a mode in low d
             z_norm = z.flatten(1).norm(dim=1).mean()
             g_norm = grad.flatten(1).norm(dim=1).mean()
-            e = 2.0 * (snr * z_norm / g_norm) ** 2
+            # a zero score (e.g. an untrained, zero-initialised net) gives no step, not 0/0
+            e = 2.0 * (snr * z_norm / g_norm.clamp_min(1e-30)) ** 2 * (g_norm > 0)
             x = x + e * grad + torch.sqrt(2.0 * e) * z
     return x
 
