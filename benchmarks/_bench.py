@@ -69,6 +69,18 @@ def minutes(seconds: float) -> str:
     return f"{m}m{s:02d}s"
 
 
+# The GAN losses as model overrides; WGAN follows Algorithm 1 (RMSProp, 5 critic steps) and
+# WGAN-GP its paper's Adam betas (0, 0.9) with 5 critic steps. Learning rates come separately.
+GAN_LOSSES: dict[str, list[str]] = {
+    "minimax": ["model.loss=minimax"],
+    "ns": ["model.loss=ns"],
+    "ls": ["model.loss=ls"],
+    "wgan": ["model.loss=wgan", "model.n_critic=5", "model.optimizer=rmsprop"],
+    "wgan-gp": ["model.loss=wgan-gp", "model.n_critic=5", "model.beta1=0.0", "model.beta2=0.9"],
+    "hinge+sn": ["model.loss=hinge", "model.spectral_norm=true"],
+}
+
+
 def vae_overrides(args) -> list[str]:
     """The model/train keys both VAE benchmarks take from their common arguments."""
     hidden = "[" + ",".join(str(h) for h in args.hidden) + "]"

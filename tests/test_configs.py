@@ -25,7 +25,20 @@ def test_configs_exist_for_every_model_and_dataset() -> None:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_trains(path: Path, tmp_path: Path) -> None:
-    cfg = resolve(None, None, str(path), ["train.steps=2", "train.checkpoint_every=1000000"])
+    short = ["train.steps=2", "train.checkpoint_every=1000000", "train.num_samples=4"]
+    cfg = resolve(None, None, str(path), short)
     assert f"{cfg.model}-{cfg.data.name}" == path.stem
     run = train(cfg, tmp_path / "run", progress=False)
     assert run.step == 2
+
+
+def test_demo_gan_uses_the_saved_ring8_config() -> None:
+    """The demo's GAN trains with configs/gan-ring8.yaml's settings (they must not drift apart)."""
+    from genlab.demo import GAN_TOY, JOBS
+
+    steps = next(job[4] for job in JOBS if job[0] == "gan-ring8")
+    demo = resolve("gan", "ring8", None, [*GAN_TOY, f"train.steps={steps}"])
+    saved = resolve(None, None, str(Path(__file__).parent.parent / "configs" / "gan-ring8.yaml"))
+    assert demo.model_cfg == saved.model_cfg
+    for key in ("steps", "batch_size", "lr", "ema"):
+        assert getattr(demo.train, key) == getattr(saved.train, key), key
