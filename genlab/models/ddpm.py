@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from genlab.data.spec import DataSpec
 from genlab.diffusion import NoiseSchedule, vlb_terms
@@ -93,19 +93,29 @@ class DDPM(GenerativeModel):
     samplers = ("ancestral", "ddim", "dpm-solver++")
     likelihood_method = "DDPM variational bound L_T + sum_t L_t-1 + L_0 (one trajectory; k unused)"
 
-    def __init__(self, cfg: DDPMConfig, spec: DataSpec) -> None:
+    def __init__(self, cfg: DDPMConfig, spec: DataSpec, *, net: nn.Module | None = None) -> None:
+        """`net`: a network (x_t, t, labels[, cond=]) -> output to use instead of the Denoiser
+        built from cfg (latent diffusion and super-resolution bring their own conditioning)."""
         super().__init__(cfg, spec)
         if cfg.timesteps < 2:
             raise GenlabError(f"model.timesteps must be >= 2; got {cfg.timesteps}")
         self.schedule = NoiseSchedule.from_name(cfg.schedule, cfg.timesteps)
         self.learned_variance = cfg.loss == "hybrid"
-        self.net = Denoiser(cfg, spec, out_factor=2 if self.learned_variance else 1)
+        out_factor = 2 if self.learned_variance else 1
+        self.net = net if net is not None else Denoiser(cfg, spec, out_factor=out_factor)
 
     @property
     def discrete_likelihood(self) -> bool:
         return bool(self.spec.discrete_levels) and self.spec.value_range is not None
 
     # ----- the network's outputs as (eps, x_0, log-variance) -----
+
+    def _net(self, x: Tensor, t: Tensor, labels: Tensor | None, cond: Tensor | None) -> Tensor:
+        """net(x_t, t, labels), with the image condition `cond` (B, C', H, W) when given; a
+        batch doubled by classifier-free guidance gets the condition twice."""
+        if cond is None:
+            return self.net(x, t, labels)
+        return self.net(x, t, labels, cond=cond.repeat(len(x) // len(cond), 1, 1, 1))
 
     def _split(self, out: Tensor) -> tuple[Tensor, Tensor | None]:
         """Network output -> (prediction, u in [-1, 1] of the learned variance or None)."""
@@ -122,12 +132,17 @@ class DDPM(GenerativeModel):
         return self.schedule.interpolated_logvar(t, (u + 1) / 2)
 
     def eps_logvar(
-        self, xt: Tensor, t: Tensor, labels: Tensor | None = None, guidance: float = 0.0
+        self,
+        xt: Tensor,
+        t: Tensor,
+        labels: Tensor | None = None,
+        guidance: float = 0.0,
+        cond: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """(eps, log Sigma_t) at (x_t, t); eps guided with weight w, the variance conditional."""
 
         def eps_and_u(x: Tensor, tt: Tensor, y: Tensor | None) -> Tensor:
-            pred, u = self._split(self.net(x, tt, y))
+            pred, u = self._split(self._net(x, tt, y, cond))
             eps, _ = self.schedule.eps_x0(x, tt, pred, self.cfg.prediction)
             return eps if u is None else torch.cat([eps, u], dim=1)
 
@@ -165,8 +180,10 @@ class DDPM(GenerativeModel):
         *,
         t: Tensor | None = None,
         eps: Tensor | None = None,
+        cond: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """L_simple (and L_hybrid) for x_0 in model space; t and eps are drawn unless given.
+        """L_simple (and L_hybrid) for x_0 in model space; t and eps are drawn unless given;
+        `cond` is an image condition for the network (super-resolution).
 
         Ho et al. Algorithm 1 lines 2-5; Nichol & Dhariwal section 3.1 for the hybrid loss.
         """
@@ -175,7 +192,7 @@ class DDPM(GenerativeModel):
         if eps is None:
             eps = torch.randn_like(x0)
         xt = self.schedule.q_sample(x0, t, eps)
-        pred, u = self._split(self.net(xt, t, labels))
+        pred, u = self._split(self._net(xt, t, labels, cond))
         target = {"eps": eps, "x0": x0, "v": self.schedule.v_target(x0, t, eps)}
         mse = ((pred - target[self.cfg.prediction]) ** 2).mean()
         parts = {"loss": mse, "mse": mse}
@@ -243,6 +260,7 @@ class DDPM(GenerativeModel):
         sampler: str | None = None,
         steps: int | None = None,
         guidance: float | None = None,
+        cond: Tensor | None = None,
         **kw: object,
     ) -> Tensor:
         """n examples in data space with `sampler` (default: the config's) and `steps` calls.
@@ -251,7 +269,8 @@ class DDPM(GenerativeModel):
         with steps < T it is DDIM with eta = 1 on that subsequence (the respaced ancestral
         chain, Song et al. arXiv:2010.02502 section 4.1). ddim: eta = 0, 50 steps by default;
         dpm-solver++: 20 steps by default. Conditional models without labels cycle through the
-        classes; guidance is the weight w (default: the config's).
+        classes; guidance is the weight w (default: the config's); `cond` (n, C', H, W) is an
+        image condition passed to the network at every step (super-resolution).
         """
         cfg = self.cfg
         name = choose_sampler(sampler, cfg.sampler, self.samplers, kw)
@@ -270,12 +289,12 @@ class DDPM(GenerativeModel):
         shape = (n, *self.spec.shape)
 
         def eps_fn(xt: Tensor, t: Tensor) -> Tensor:
-            return self.eps_logvar(xt, t, y, w)[0]
+            return self.eps_logvar(xt, t, y, w, cond)[0]
 
         if name == "ancestral" and steps in (None, self.schedule.T):
             if self.learned_variance:
                 x = ancestral(
-                    lambda xt, t: self.eps_logvar(xt, t, y, w),
+                    lambda xt, t: self.eps_logvar(xt, t, y, w, cond),
                     self.schedule,
                     shape,
                     variance="learned",

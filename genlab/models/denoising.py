@@ -47,6 +47,39 @@ class DenoiserConfig:
     guidance: float = 0.0  # default guidance weight w at sampling (conditional models)
 
 
+def build_unet(
+    cfg: DenoiserConfig,
+    shape: tuple[int, ...],
+    *,
+    out_channels: int,
+    num_classes: int = 0,
+    cond_channels: int = 0,
+    context_dim: int = 0,
+    time_scale: float = 1.0,
+) -> TimeUNet:
+    """A TimeUNet for (C, H, W) inputs from the shared network keys (channels, num_res_blocks,
+    attention, dropout), with a concatenated image condition and/or cross-attention context."""
+    base = cfg.channels[0]
+    if any(c % base for c in cfg.channels):
+        raise GenlabError(f"model.channels must be multiples of the first; got {cfg.channels}")
+    c, h, w = shape
+    return TimeUNet(
+        c,
+        (h, w),
+        channels=base,
+        channel_mults=[ch // base for ch in cfg.channels],
+        num_res_blocks=cfg.num_res_blocks,
+        attention_resolutions=list(cfg.attention) or None,
+        dropout=cfg.dropout,
+        num_classes=num_classes,
+        out_channels=out_channels,
+        cond_channels=cond_channels,
+        context_dim=context_dim,
+        norm_groups=math.gcd(8, *cfg.channels),  # divides every width and their sums
+        time_scale=time_scale,
+    )
+
+
 class Denoiser(nn.Module):
     """x (B, *shape), t (B,) [, labels (B,)] -> (B, out_factor * C, ...) in x's layout.
 
@@ -67,23 +100,12 @@ class Denoiser(nn.Module):
         if self.arch == "unet":
             if not spec.is_image:
                 raise GenlabError(f"arch=unet needs images; {spec.name} is {spec.describe()}")
-            base = cfg.channels[0]
-            if any(c % base for c in cfg.channels):
-                raise GenlabError(
-                    f"model.channels must be multiples of the first; got {cfg.channels}"
-                )
-            c, h, w = spec.shape
-            self.net: nn.Module = TimeUNet(
-                c,
-                (h, w),
-                channels=base,
-                channel_mults=[ch // base for ch in cfg.channels],
-                num_res_blocks=cfg.num_res_blocks,
-                attention_resolutions=list(cfg.attention) or None,
-                dropout=cfg.dropout,
-                num_classes=classes,
+            c = spec.shape[0]
+            self.net: nn.Module = build_unet(
+                cfg,
+                spec.shape,
                 out_channels=out_factor * c,
-                norm_groups=math.gcd(8, *cfg.channels),  # divides every width and their sums
+                num_classes=classes,
                 time_scale=time_scale,
             )
         else:

@@ -1,7 +1,15 @@
 """Run directories: create or resume a training run, and load a trained run back.
 
 RUN/config.yaml (resolved config), spec.json (the DataSpec, so a run loads without its data),
-metrics.csv, tensorboard/, samples/, checkpoints/, eval.json.
+metrics.csv, tensorboard/, samples/, checkpoints/, eval.json; a latent model (model.first_stage
+set, e.g. ldm) also keeps first_stage/{config.yaml, spec.json}, a copy of its first stage's.
+
+First stages. Models never import genlab.train, so the run layer injects a latent model's first
+stage: build_model builds the model, then, when model.first_stage names a run, hands it the
+frozen first-stage model with `model.attach_first_stage(...)`. The first stage's weights are part
+of the latent model's state dict, hence of every checkpoint: loading or resuming a latent run
+rebuilds the first stage's architecture from RUN/first_stage and takes all weights from the
+run's own checkpoint, so it keeps working if the first-stage run is moved, retrained or deleted.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +48,54 @@ class Run:
         return load_config(self.config.data)
 
 
-def build_model(cfg: RunConfig, spec: DataSpec) -> GenerativeModel:
-    return models.build(cfg.model, spec, **dataclasses.asdict(cfg.model_cfg))
+FIRST_STAGE = "first_stage"  # RUN/first_stage: the first stage's config.yaml and spec.json
+
+
+def build_model(
+    cfg: RunConfig, spec: DataSpec, *, first_stage_copy: Path | None = None
+) -> GenerativeModel:
+    """The model of a run config; a latent model gets its first stage (module doc): the trained
+    run model.first_stage, or only its architecture from `first_stage_copy` when a checkpoint
+    will supply the weights."""
+    model = models.build(cfg.model, spec, **dataclasses.asdict(cfg.model_cfg))
+    path = getattr(cfg.model_cfg, "first_stage", None)
+    if path:
+        model.attach_first_stage(load_first_stage(path, first_stage_copy))
+    elif path is not None:  # the untrained stand-in of models.build is for unit tests only
+        raise GenlabError(
+            f"model.first_stage is empty: {cfg.model} needs a trained ae or vae run; "
+            "train one, then set model.first_stage=RUN"
+        )
+    return model
+
+
+def load_first_stage(path: str, copy: Path | None = None) -> GenerativeModel:
+    """The frozen, eval-mode first stage: the trained run at `path` (EMA weights when present),
+    or, given `copy` (RUN/first_stage of a latent run), its architecture with untrained weights."""
+    if copy is not None:
+        model = build_model(resolve(base=read_yaml(copy / "config.yaml")), read_spec(copy))
+    else:
+        if not (Path(path) / "config.yaml").is_file():
+            raise GenlabError(
+                f"model.first_stage: {path} is not a trained genlab run (no config.yaml); "
+                "train an ae or vae there first"
+            )
+        model = load_run(path).model
+    return model.eval().requires_grad_(False)
+
+
+def first_stage_copy(run_dir: Path) -> Path | None:
+    copy = run_dir / FIRST_STAGE
+    return copy if (copy / "config.yaml").is_file() else None
+
+
+def save_first_stage_copy(cfg: RunConfig, run_dir: Path) -> None:
+    """Copy the first stage's config.yaml and spec.json into RUN/first_stage (module doc)."""
+    path = getattr(cfg.model_cfg, "first_stage", None)
+    if path and first_stage_copy(run_dir) is None:
+        (run_dir / FIRST_STAGE).mkdir(exist_ok=True)
+        for name in ("config.yaml", "spec.json"):
+            shutil.copyfile(Path(path) / name, run_dir / FIRST_STAGE / name)
 
 
 def check_resume_config(saved: RunConfig, new: RunConfig) -> None:
@@ -72,12 +127,16 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
             METRICS.entry(name)  # an unknown metric fails before anything is written
         data = load_config(cfg.data)  # before writing anything: bad data means nothing written
         seed_everything(cfg.train.seed)  # the same initial weights for the same seed
-        model = build_model(cfg, data.spec)
+        # resuming from a checkpoint: it holds the first stage's weights too (module doc)
+        resumed = resume and checkpoint.latest(run_dir / "checkpoints") is not None
+        copy = first_stage_copy(run_dir) if resumed else None
+        model = build_model(cfg, data.spec, first_stage_copy=copy)
         distributed.barrier()
         if ranks.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(run_dir / "config.yaml")
             write_text_atomic(run_dir / "spec.json", json.dumps(dataclasses.asdict(data.spec)))
+            save_first_stage_copy(cfg, run_dir)
         distributed.barrier()
         trainer = Trainer(model, data, cfg.train, run_dir, resume=resume, progress=progress)
         if trainer.step >= cfg.train.steps:
@@ -117,7 +176,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", weights: str = "auto") ->
     )
     if weights == "ema" and name != "ema.safetensors":
         raise GenlabError(f"run {run_dir} has no EMA weights")
-    model = build_model(cfg, spec)
+    model = build_model(cfg, spec, first_stage_copy=first_stage_copy(run_dir))
     checkpoint.load_weights(model, ckpt.path / name)
     model.step = ckpt.step
     model.to(distributed.resolve_device(device)).eval()
