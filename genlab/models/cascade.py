@@ -34,7 +34,11 @@ from genlab.errors import GenlabError
 from genlab.models.adversarial import to_unit_range
 from genlab.models.base import GenerativeModel
 from genlab.models.ddpm import DDPM, DDPMConfig
-from genlab.models.denoising import build_unet, drop_labels, labels_of, sampling_labels
+from genlab.models.denoising import (
+    build_unet,
+    sampling_labels,
+    training_labels,
+)
 from genlab.registry import MODELS
 
 
@@ -96,7 +100,7 @@ class CascadedDDPM(GenerativeModel):
     def forward(self, batch: dict[str, Tensor], phase: str = "main") -> dict[str, Tensor]:
         x0 = to_unit_range(batch["x"], self.spec)
         low = self.downsample(x0)
-        labels = drop_labels(labels_of(batch, self.cfg.conditional), self.cfg.label_dropout)
+        labels = training_labels(batch, self.cfg)
         base = self.base.losses(low, labels)
         sr = self.sr.losses(x0, labels, cond=self.condition(low, augment=self.training))
         return {"loss": base["loss"] + sr["loss"], "base": base["loss"], "sr": sr["loss"]}

@@ -49,12 +49,11 @@ from genlab.models.denoising import (
     DenoiserConfig,
     check_guidance,
     choose_sampler,
-    drop_labels,
     guide,
     guided,
-    labels_of,
     log_det_to_unit,
     sampling_labels,
+    training_labels,
 )
 from genlab.registry import MODELS
 from genlab.samplers import ancestral, ddim, dpm_solver_pp
@@ -207,7 +206,7 @@ class DDPM(GenerativeModel):
         return parts
 
     def forward(self, batch: dict[str, Tensor], phase: str = "main") -> dict[str, Tensor]:
-        labels = drop_labels(labels_of(batch, self.cfg.conditional), self.cfg.label_dropout)
+        labels = training_labels(batch, self.cfg)
         return self.losses(to_unit_range(batch["x"], self.spec), labels)
 
     # ----- likelihood -----

@@ -156,6 +156,12 @@ def drop_labels(
     return labels.masked_fill(drop, NULL_LABEL)
 
 
+def training_labels(batch: dict[str, Tensor], cfg: DenoiserConfig) -> Tensor | None:
+    """The labels a denoiser trains on: the batch's, each dropped to the null class with
+    probability cfg.label_dropout (None for an unconditional model)."""
+    return drop_labels(labels_of(batch, cfg.conditional), cfg.label_dropout)
+
+
 def sampling_labels(
     model: nn.Module, n: int, labels: Tensor | None, conditional: bool, num_classes: int
 ) -> Tensor | None:

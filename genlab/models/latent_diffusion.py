@@ -45,7 +45,7 @@ from genlab.errors import GenlabError
 from genlab.models.autoencoder import Autoencoder, AutoencoderConfig
 from genlab.models.base import Encoder, GenerativeModel
 from genlab.models.ddpm import DDPM, DDPMConfig
-from genlab.models.denoising import build_unet, drop_labels, labels_of
+from genlab.models.denoising import build_unet, training_labels
 from genlab.nn.time_mlp import TimeMLP
 from genlab.nn.time_unet import zero_
 from genlab.registry import MODELS
@@ -239,7 +239,7 @@ class LatentDiffusion(GenerativeModel):
         x = batch["x"]
         if self.training and not bool(self.scale_estimated):
             self.estimate_scale(x)  # once, on the first training batch
-        labels = drop_labels(labels_of(batch, self.cfg.conditional), self.cfg.label_dropout)
+        labels = training_labels(batch, self.cfg)
         return self.diffusion.losses(self.encode_latent(x), labels)
 
     @torch.no_grad()

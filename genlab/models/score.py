@@ -41,13 +41,12 @@ from genlab.models.denoising import (
     DenoiserConfig,
     check_guidance,
     choose_sampler,
-    drop_labels,
     dsm_loss,
     guide,
     guided,
-    labels_of,
     log_det_to_unit,
     sampling_labels,
+    training_labels,
 )
 from genlab.registry import MODELS
 from genlab.samplers import (
@@ -121,7 +120,7 @@ class NCSN(GenerativeModel):
         return {"loss": loss, "dsm": loss}
 
     def forward(self, batch: dict[str, Tensor], phase: str = "main") -> dict[str, Tensor]:
-        labels = drop_labels(labels_of(batch, self.cfg.conditional), self.cfg.label_dropout)
+        labels = training_labels(batch, self.cfg)
         return self.losses(to_unit_range(batch["x"], self.spec), labels)
 
     @torch.no_grad()
@@ -229,7 +228,7 @@ class ScoreSDE(GenerativeModel):
         return {"loss": loss, "dsm": loss}
 
     def forward(self, batch: dict[str, Tensor], phase: str = "main") -> dict[str, Tensor]:
-        labels = drop_labels(labels_of(batch, self.cfg.conditional), self.cfg.label_dropout)
+        labels = training_labels(batch, self.cfg)
         return self.losses(to_unit_range(batch["x"], self.spec), labels)
 
     def log_prob(
