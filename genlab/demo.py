@@ -1,12 +1,13 @@
 """`genlab demo`: a few minutes on embedded data, one model per family so far, figures written.
 
 Today: a conv VAE on `digits` (samples, reconstructions, interpolations, loss curves), a VAE with
-a 2-D latent on `digits` (Kingma & Welling's manifold plot), a VAE on the `moons` toy, and a GAN
-on the 8-Gaussian ring with the settings of configs/gan-ring8.yaml. Each run is evaluated
+a 2-D latent on `digits` (Kingma & Welling's manifold plot), a VAE on the `moons` toy, a GAN
+on the 8-Gaussian ring with the settings of configs/gan-ring8.yaml, and a DDPM on `moons` (an MLP
+eps-network, T = 200 linear betas, about 40 s of CPU) with its diffusion figure: forward and
+reverse chains and the learned score field (genlab.viz.diffusion). Each run is evaluated
 (likelihood, reconstruction, and FID/KID/IS/precision-recall on the genlab classifier's features,
-or modes/MMD/W1 on the toys), and the demo ends with `report.html`, the `genlab compare` page of
-all of them.
-"""
+or modes/MMD/W1 on the toys; the DDPM's likelihood is its variational bound), and the demo ends
+with `report.html`, the `genlab compare` page of all of them."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from genlab.config import resolve
 from genlab.errors import GenlabError
 from genlab.metrics import evaluate
 from genlab.models.base import Encoder
+from genlab.models.ddpm import DDPM
 from genlab.train import train
+from genlab.viz.diffusion import diffusion_figure
 from genlab.viz.figures import interpolations, latent_manifold, reconstructions, sample_figure
 from genlab.viz.plots import loss_curves
 
@@ -33,12 +36,23 @@ GAN_TOY = [  # the settings of configs/gan-ring8.yaml (benchmarks/RESULTS.md sec
     "train.batch_size=256",
     "train.ema=0.999",
 ]
+DDPM_TOY = [  # small and short: T = 200 (linear betas rescaled) keeps sampling and the bound fast
+    "model.arch=mlp",
+    "model.hidden=[128,128,128]",
+    "model.timesteps=200",
+    "model.schedule=linear",
+    "train.lr=2e-3",
+    "train.batch_size=256",
+    "train.ema=0.995",
+]
 JOBS = [
     ("vae-digits", "vae", "digits", [DEQ, "model.latent_dim=16", "train.lr=2e-3"], 3000, 60),
     ("vae2d-digits", "vae", "digits", [DEQ, "model.latent_dim=2", "model.arch=mlp"], 3000, 60),
     ("vae-moons", "vae", "moons", ["model.latent_dim=2", "model.hidden=[128,128]"], 3000, 60),
     # a GAN on the 8-Gaussian ring: its report row shows the mode-collapse metrics
     ("gan-ring8", "gan", "ring8", GAN_TOY, 12000, 60),
+    # a DDPM on the moons toy: its figure shows the forward/reverse chains and the score field
+    ("ddpm-moons", "ddpm", "moons", DDPM_TOY, 8000, 60),
 ]
 
 
@@ -79,6 +93,10 @@ def run_demo(out: Path, quick: bool = False) -> list[Path]:
             )
         if run.spec.is_image and getattr(run.model.cfg, "latent_dim", 0) == 2:
             figs.append(latent_manifold(run.model, out / f"{name}-manifold.png"))
+        if isinstance(run.model, DDPM) and tuple(run.spec.shape) == (2,):
+            figs.append(
+                diffusion_figure(run.model, reference, out / f"{name}-diffusion.png", title=name)
+            )
         report = evaluate(run.model, data_obj, k=5 if quick else 50, n=200 if quick else None)
         save_report(run.dir, report)
         summary = ", ".join(

@@ -278,10 +278,11 @@ def test_demo_quick_ends_with_the_comparison_page(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     proc = genlab("demo", "--quick", "--out", out)
     html = (out / "report.html").read_text()
-    for name in ("vae-digits", "vae2d-digits", "vae-moons", ">fid<", ">w1<", ">nll<"):
+    for name in ("vae-digits", "vae2d-digits", "vae-moons", "ddpm-moons", ">fid<", ">w1<", ">nll<"):
         assert name in html, name
-    for run in ("vae-digits", "vae2d-digits", "vae-moons"):
+    for run in ("vae-digits", "vae2d-digits", "vae-moons", "ddpm-moons"):
         assert json.loads((out / run / "eval.json").read_text())
+    assert (out / "ddpm-moons-diffusion.png").stat().st_size > 10_000
     assert "comparison page" in proc.stdout
     again = genlab("demo", "--quick", "--out", out, check=False)
     assert "not empty" in one_line_exit_2(again)

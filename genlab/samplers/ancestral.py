@@ -30,6 +30,7 @@ def ancestral(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     x_init: Tensor | None = None,
+    trajectory: list[Tensor] | None = None,
 ) -> Tensor:
     """Sample x_0 by running the learned reverse chain p(x_{t-1} | x_t) from x_T ~ N(0, I).
 
@@ -45,10 +46,14 @@ def ancestral(
     sigma_t^2 (Nichol & Dhariwal arXiv:2102.09672 eq. (15)), so one network call gives both.
     clip: clamp the implied x_0 to this range and take the mean q_posterior(x_0, x_t) instead of
     line 4 (the same mean without the clamp; Ho et al.'s released code clips to [-1, 1]).
+    trajectory: a list that receives x_T, x_{T-1}, ..., x_0 (T + 1 states, the last one the
+    returned sample), for pictures of the reverse chain; None (default) records nothing.
     """
     if variance not in VARIANCES:
         raise ValueError(f"unknown variance {variance!r}; choose {', '.join(VARIANCES)}")
     x = start(shape, x_init, generator, dtype, device)  # line 1
+    if trajectory is not None:
+        trajectory.append(x)
     for i in reversed(range(schedule.T)):  # line 2, index i is the paper's t = i + 1
         t = batch_of(i, x, torch.long)
         out = eps_fn(x, t)
@@ -59,6 +64,8 @@ def ancestral(
             x0 = schedule.x0_from_eps(x, t, eps).clamp(*clip)
             mean, _, _ = schedule.q_posterior(x0, x, t)
         if i == 0:  # line 3: z = 0 on the last step
+            if trajectory is not None:
+                trajectory.append(mean)
             return mean
         if logvar is None:  # sigma_t^2 = beta_t or beta_tilde_t
             table = schedule.betas if variance == "beta" else schedule.beta_tilde
@@ -66,6 +73,8 @@ def ancestral(
         else:
             sigma = torch.exp(0.5 * logvar)
         x = mean + sigma * noise_like(x, generator)  # line 4, + sigma_t z
+        if trajectory is not None:
+            trajectory.append(x)
     return x  # reached only when T = 0, which NoiseSchedule forbids
 
 
@@ -83,6 +92,7 @@ def ddim(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     x_init: Tensor | None = None,
+    trajectory: list[Tensor] | None = None,
 ) -> Tensor:
     """Sample x_0 with the DDIM update on `steps` indices tau_1 > ... > tau_S (then alpha_bar = 1).
 
@@ -94,9 +104,13 @@ def ddim(
     deterministic DDIM; eta = 1 with steps = T is DDPM ancestral sampling with beta_tilde.
     spacing picks the indices (NoiseSchedule.timesteps: "t" uniform, "lambda" uniform in log-SNR).
     clip clamps x0_hat (and eps is recomputed from it, so the update stays consistent).
+    trajectory: a list that receives the start and the state after each step (steps + 1 states,
+    the last one the returned sample); None (default) records nothing.
     """
     taus = schedule.timesteps(steps, spacing).tolist()
     x = start(shape, x_init, generator, dtype, device)
+    if trajectory is not None:
+        trajectory.append(x)
     for k, s in enumerate(taus):
         ab_s = float(schedule.alpha_bar[s])
         ab_p = float(schedule.alpha_bar[taus[k + 1]]) if k + 1 < len(taus) else 1.0
@@ -110,4 +124,6 @@ def ddim(
         x = math.sqrt(ab_p) * x0 + math.sqrt(max(1 - ab_p - sigma**2, 0.0)) * eps  # eq. (12)
         if sigma > 0:
             x = x + sigma * noise_like(x, generator)
+        if trajectory is not None:
+            trajectory.append(x)
     return x
