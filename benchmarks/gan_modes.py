@@ -75,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=sorted(MIXTURES), default="ring8")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first..first+seeds-1")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--only", help="comma-separated configuration names")
@@ -101,7 +102,7 @@ def main() -> None:
     ]
     for name, config_file, overrides in jobs:
         rows = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             metrics, seconds, cfg = run_one(args.data, config_file, overrides, seed)
             rows.append((metrics, seconds))
             print(
