@@ -195,6 +195,9 @@ SAMPLER_CASES = [
     ("score-sde", {}, "euler-maruyama", 8, 8),
     ("score-sde", {"sde": "ve"}, "pc", 5, 10),  # predictor + one corrector step
     ("score-sde", {"sde": "subvp"}, "ode", 6, 12),  # Heun: 2 calls per step
+    # model.sample_steps is the K of the config's sampler only: another sampler keeps its default
+    ("ddpm", {"sampler": "dpm-solver++", "sample_steps": 4}, None, None, 4),
+    ("ddpm", {"sampler": "dpm-solver++", "sample_steps": 4}, "ancestral", None, 20),
 ]
 
 

@@ -68,7 +68,7 @@ class DDPMConfig(DenoiserConfig):
     variance: Literal["beta", "beta_tilde"] = "beta"  # fixed reverse variance (loss=simple)
     vlb_weight: float = 0.001  # lambda of L_hybrid
     sampler: Literal["ancestral", "ddim", "dpm-solver++"] = "ancestral"  # default sampler
-    sample_steps: int = 0  # default steps (0: ancestral all T, ddim 50, dpm-solver++ 20)
+    sample_steps: int = 0  # steps of `sampler` (0: ancestral all T, ddim 50, dpm-solver++ 20)
     clip: bool = True  # clip predicted x_0 to [-1, 1] while sampling bounded data
 
 
@@ -275,7 +275,8 @@ class DDPM(GenerativeModel):
         name = choose_sampler(sampler, cfg.sampler, self.samplers, kw)
         w = check_guidance(guidance, cfg)
         y = sampling_labels(self, n, labels, cfg.conditional, self.spec.num_classes)
-        steps = steps or cfg.sample_steps or None
+        # model.sample_steps belongs to the config's sampler; another one gets its own default
+        steps = steps or (cfg.sample_steps if name == cfg.sampler else 0) or None
         if steps is not None and not 1 <= steps <= self.schedule.T:
             raise GenlabError(f"steps must be in 1..{self.schedule.T}; got {steps}")
         p = next(self.parameters())

@@ -166,7 +166,7 @@ class ScoreSDEConfig(DenoiserConfig):
     sigma_max: float = 50.0
     t_eps: float = 1e-5  # training t ~ U(t_eps, 1); the likelihood is that of p_{t_eps}
     sampler: Literal["euler-maruyama", "pc", "ode"] = "euler-maruyama"  # default sampler
-    sample_steps: int = 0  # 0: 500 (euler-maruyama, pc), adaptive RK45 (ode); else Heun for ode
+    sample_steps: int = 0  # steps of `sampler`; 0: 500 (EM, pc), adaptive RK45 (ode); else Heun
     sample_t_min: float = 1e-3  # samplers stop at this t (Song et al.)
     probe: Literal["rademacher", "gaussian"] = "rademacher"  # Hutchinson probes (D > 8)
 
@@ -275,7 +275,8 @@ class ScoreSDE(GenerativeModel):
         name = choose_sampler(sampler, cfg.sampler, self.samplers, kw)
         w = check_guidance(guidance, cfg)
         y = sampling_labels(self, n, labels, cfg.conditional, self.spec.num_classes)
-        steps = steps or cfg.sample_steps or None
+        # model.sample_steps belongs to the config's sampler; another one gets its own default
+        steps = steps or (cfg.sample_steps if name == cfg.sampler else 0) or None
         if steps is not None and steps < 1:
             raise GenlabError(f"steps must be positive; got {steps}")
         p = next(self.parameters())
