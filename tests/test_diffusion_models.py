@@ -187,6 +187,7 @@ SAMPLER_CASES = [
     ("ddpm", {}, "ancestral", None, 20),
     ("ddpm", {}, "ancestral", 5, 5),  # respaced: DDIM with eta = 1
     ("ddpm", {}, "ddim", 7, 7),
+    ("ddpm", {}, "ddim", None, 20),  # the default 50 steps, capped at T
     ("ddpm", {}, "dpm-solver++", 6, 6),
     ("iddpm", {}, "ancestral", None, 20),
     ("iddpm", {}, "dpm-solver++", 4, 4),

@@ -277,8 +277,9 @@ class DDPM(GenerativeModel):
         y = sampling_labels(self, n, labels, cfg.conditional, self.spec.num_classes)
         # model.sample_steps belongs to the config's sampler; another one gets its own default
         steps = steps or (cfg.sample_steps if name == cfg.sampler else 0) or None
-        if steps is not None and not 1 <= steps <= self.schedule.T:
-            raise GenlabError(f"steps must be in 1..{self.schedule.T}; got {steps}")
+        T = self.schedule.T
+        if steps is not None and not 1 <= steps <= T:
+            raise GenlabError(f"steps must be in 1..{T}; got {steps}")
         p = next(self.parameters())
         opts = dict(
             generator=generator,
@@ -291,7 +292,7 @@ class DDPM(GenerativeModel):
         def eps_fn(xt: Tensor, t: Tensor) -> Tensor:
             return self.eps_logvar(xt, t, y, w, cond)[0]
 
-        if name == "ancestral" and steps in (None, self.schedule.T):
+        if name == "ancestral" and steps in (None, T):
             if self.learned_variance:
                 x = ancestral(
                     lambda xt, t: self.eps_logvar(xt, t, y, w, cond),
@@ -305,7 +306,7 @@ class DDPM(GenerativeModel):
         elif name == "ancestral":
             x = ddim(eps_fn, self.schedule, shape, steps=steps, eta=1.0, **opts)
         elif name == "ddim":
-            x = ddim(eps_fn, self.schedule, shape, steps=steps or 50, **opts)
+            x = ddim(eps_fn, self.schedule, shape, steps=steps or min(50, T), **opts)
         else:
-            x = dpm_solver_pp(eps_fn, self.schedule, shape, steps=steps or 20, **opts)
+            x = dpm_solver_pp(eps_fn, self.schedule, shape, steps=steps or min(20, T), **opts)
         return from_unit_range(x, self.spec)
