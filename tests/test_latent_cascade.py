@@ -226,3 +226,28 @@ def test_conditioning_augmentation_in_training_only() -> None:
     # values give a relative standard error ~ 1 / sqrt(2 * 2048) = 0.016: 10% is > 6 SE
     interior = diff[:, :, 1:-1, 1:-1]
     assert abs(float(interior.std()) / (0.625 * 0.2) - 1) < 0.1
+
+
+def test_first_stage_from_a_config_file_is_trained_first(tmp_path: Path) -> None:
+    """model.first_stage=FILE.yaml: one train call trains the ae into RUN/first_stage_run, then
+    the ldm on its codes; --resume continues without retraining the first stage."""
+    from genlab.config import resolve
+    from genlab.train import train
+
+    ae_yaml = tmp_path / "ae.yaml"
+    ae_yaml.write_text(
+        "model: {name: ae, latent_dim: 16}\ndata: {name: digits}\n"
+        "train: {steps: 3, checkpoint_every: 1000, sample_every: 1000, num_samples: 4}\n"
+    )
+    keys = [f"model.first_stage={ae_yaml}", "model.latent_shape=[1,4,4]", "model.timesteps=10"]
+    short = ["train.checkpoint_every=1000", "train.num_samples=4"]
+    run = train(resolve("ldm", "digits", None, [*keys, *short, "train.steps=2"]), tmp_path / "ldm")
+    first = tmp_path / "ldm" / "first_stage_run"
+    assert run.step == 2 and load_run(first).step == 3
+    assert run.config.model_cfg.first_stage == str(first)  # the run records the trained stage
+    before = sorted(p.name for p in (first / "checkpoints").iterdir())
+    cfg = resolve("ldm", "digits", None, [*keys, *short, "train.steps=4"])
+    assert train(cfg, tmp_path / "ldm", resume=True).step == 4
+    # the first stage is not trained again: same step, same checkpoints
+    assert load_run(first).step == 3
+    assert sorted(p.name for p in (first / "checkpoints").iterdir()) == before

@@ -64,7 +64,7 @@ def build_model(
     elif path is not None:  # the untrained stand-in of models.build is for unit tests only
         raise GenlabError(
             f"model.first_stage is empty: {cfg.model} needs a trained ae or vae run; "
-            "train one, then set model.first_stage=RUN"
+            "set model.first_stage=RUN, or to a first-stage config (.yaml) to train it first"
         )
     return model
 
@@ -110,9 +110,36 @@ def check_resume_config(saved: RunConfig, new: RunConfig) -> None:
                 )
 
 
+def train_first_stage(cfg: RunConfig, run_dir: Path, progress: bool) -> RunConfig:
+    """When model.first_stage names a config file (.yaml), train that first stage into
+    RUN/first_stage_run (continuing it if it is there) and return cfg pointing at that run, so
+    one `genlab train --config configs/ldm-*.yaml` trains both stages. Otherwise cfg as it is."""
+    path = getattr(cfg.model_cfg, "first_stage", None)
+    if not path or Path(path).suffix not in (".yaml", ".yml"):
+        return cfg
+    if not Path(path).is_file():
+        raise GenlabError(f"model.first_stage: no config file {path}")
+    load_config(cfg.data)  # the second stage's data must load before the first stage trains
+    first_cfg = resolve(None, None, path)
+    if first_cfg.data.name != cfg.data.name:
+        raise GenlabError(
+            f"model.first_stage {path} trains on {first_cfg.data.name}, not {cfg.data.name}"
+        )
+    first_dir = run_dir / "first_stage_run"
+    log.info("training the first stage %s into %s", path, first_dir)
+    train(first_cfg, first_dir, resume=(first_dir / "config.yaml").exists(), progress=progress)
+    model_cfg = dataclasses.replace(cfg.model_cfg, first_stage=str(first_dir))
+    return dataclasses.replace(cfg, model_cfg=model_cfg)
+
+
 def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> Run:
     """Train a run described by `cfg` into `out` (continuing it with resume=True)."""
     run_dir = Path(out)
+    if not resume and (run_dir / "config.yaml").exists():
+        raise GenlabError(
+            f"run directory {run_dir} already holds a run; add --resume or pick another --out"
+        )
+    cfg = train_first_stage(cfg, run_dir, progress)
     # Join the process group first, so every rank checks the directory before rank 0 writes.
     ranks = distributed.setup(distributed.resolve_device(cfg.train.device))
     try:
