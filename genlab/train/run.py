@@ -135,19 +135,15 @@ def train_first_stage(cfg: RunConfig, run_dir: Path, progress: bool) -> RunConfi
 def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> Run:
     """Train a run described by `cfg` into `out` (continuing it with resume=True)."""
     run_dir = Path(out)
-    if not resume and (run_dir / "config.yaml").exists():
+    # Checked before anything is trained or written (a first stage, then rank 0's files).
+    has_run = checkpoint.latest(run_dir / "checkpoints") or (run_dir / "config.yaml").exists()
+    if not resume and has_run:
         raise GenlabError(
             f"run directory {run_dir} already holds a run; add --resume or pick another --out"
         )
     cfg = train_first_stage(cfg, run_dir, progress)
-    # Join the process group first, so every rank checks the directory before rank 0 writes.
     ranks = distributed.setup(distributed.resolve_device(cfg.train.device))
     try:
-        has_run = checkpoint.latest(run_dir / "checkpoints") or (run_dir / "config.yaml").exists()
-        if not resume and has_run:
-            raise GenlabError(
-                f"run directory {run_dir} already holds a run; add --resume or pick another --out"
-            )
         if resume and (run_dir / "config.yaml").exists():
             check_resume_config(resolve(base=read_yaml(run_dir / "config.yaml")), cfg)
         for name in cfg.train.eval_metrics:
