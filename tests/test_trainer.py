@@ -192,3 +192,24 @@ def test_batch_stream_covers_epoch_and_shards() -> None:
         assert torch.equal(torch.cat([r0.next(), r1.next()]), whole.next())
     with pytest.raises(GenlabError, match="divisible"):
         BatchStream(10, 5, 1, world=2)
+
+
+def test_ema_warm_up_forgets_the_initial_weights() -> None:
+    """After the weights jump from 0 to 1, the average is 1 - prod_k d_k with
+    d_k = min(decay, (1 + k) / (10 + k)): far closer to 1 than 1 - decay^n without warm-up."""
+    from genlab.train.ema import EMA
+
+    model = nn.Linear(1, 1, bias=False).double()
+    nn.init.zeros_(model.weight)
+    ema = EMA(model, decay=0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    n = 2000
+    for k in range(1, n + 1):
+        ema.update(model, k)
+    left = 1.0
+    for k in range(1, n + 1):
+        left *= min(0.999, (1 + k) / (10 + k))
+    assert ema.model.weight.item() == pytest.approx(1.0 - left, rel=1e-12)
+    assert left < 0.1 * 0.999**n  # the initial weights' share: 13.5% without warm-up
+    assert ema.decay_at(1) == pytest.approx(2 / 11) and ema.decay_at(10**6) == 0.999

@@ -272,7 +272,7 @@ class Trainer:
                 for i in range(len(self.phases)):
                     values.update(self.train_phase(i))
                 if self.ema is not None:
-                    self.ema.update(self.model)
+                    self.ema.update(self.model, self.step + 1)
                 self.step += 1
                 self.model.step = self.step
                 for k, v in values.items():
