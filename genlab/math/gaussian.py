@@ -38,6 +38,16 @@ def log_normal(x: Tensor, mu: Tensor, logvar: Tensor | float) -> Tensor:
     return _sum_nonbatch(-0.5 * (_LOG_2PI + logvar + (x - mu).pow(2) * torch.exp(-logvar)))
 
 
+def log_mixture_normal(x: Tensor, logits: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
+    """Elementwise log sum_j pi_j N(x; mu_j, sigma_j^2), pi = softmax(logits) over dim 1.
+
+    x (B, D); logits, mu, log_sigma (B, J, D) -> (B, D).
+    """
+    z = (x[:, None] - mu) * torch.exp(-log_sigma)
+    log_n = -0.5 * (_LOG_2PI + z**2) - log_sigma  # log N(x; mu_j, sigma_j^2)
+    return torch.logsumexp(F.log_softmax(logits, dim=1) + log_n, dim=1)
+
+
 def log_standard_normal(z: Tensor) -> Tensor:
     """Log density of the standard normal prior N(0, I) at z, summed.
 

@@ -11,12 +11,14 @@ from genlab.errors import GenlabError
 # Importing a model module registers its models.
 from genlab.models import (  # noqa: F401
     aae,
+    autoregressive,
     autoencoder,
     bigan,
     cascade,
     cogan,
     cyclegan,
     ddpm,
+    flow,
     gan,
     latent_diffusion,
     pix2pix,
