@@ -11,8 +11,8 @@ from genlab.errors import GenlabError
 # Importing a model module registers its models.
 from genlab.models import (  # noqa: F401
     aae,
-    autoregressive,
     autoencoder,
+    autoregressive,
     bigan,
     cascade,
     cogan,
@@ -24,6 +24,7 @@ from genlab.models import (  # noqa: F401
     pix2pix,
     score,
     vae,
+    vqvae,
 )
 from genlab.models.base import (
     Encoder,
