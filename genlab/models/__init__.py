@@ -20,6 +20,7 @@ from genlab.models import (  # noqa: F401
     ddpm,
     flow,
     gan,
+    hvae,
     latent_diffusion,
     pix2pix,
     score,
