@@ -12,7 +12,7 @@ from conftest import tiny_data
 from genlab import models
 from genlab.config import RunConfig, resolve
 from genlab.data.load import DataConfig
-from genlab.models.base import Encoder, GenerativeModel
+from genlab.models.base import Encoder, FitsData, GenerativeModel
 from genlab.registry import MODELS
 from genlab.train import checkpoint
 
@@ -25,6 +25,7 @@ TINY = {
     "num_scales": 3,
     "langevin_steps": 2,
     "sample_steps": 5,
+    "factors": 1,
 }
 
 
@@ -34,6 +35,8 @@ def build(name: str, kind: str) -> tuple[GenerativeModel, dict]:
     cfg = {k: v for k, v in TINY.items() if k in fields}
     torch.manual_seed(0)
     model = models.build(name, data.spec, **cfg)
+    if isinstance(model, FitsData):  # as the Trainer does before the first step
+        model.fit_data(data.x_train, data.y_train)
     return model, data.batch(torch.arange(8))
 
 

@@ -48,6 +48,44 @@ def log_mixture_normal(x: Tensor, logits: Tensor, mu: Tensor, log_sigma: Tensor)
     return torch.logsumexp(F.log_softmax(logits, dim=1) + log_n, dim=1)
 
 
+def log_mvn(x: Tensor, mu: Tensor, scale_tril: Tensor) -> Tensor:
+    """Log density of a full-covariance Gaussian N(mu, L L^T) at x, L lower triangular.
+
+    log N(x; mu, L L^T) = -0.5 ||L^-1 (x - mu)||^2 - sum_i log L_ii - (D / 2) log(2 pi).
+    x (B, D), mu (D,), scale_tril (D, D) -> (B,). [000] (multivariate Gaussian; PPCA, FA).
+    """
+    # one triangular solve with B right-hand sides: (D, D) \ (D, B), never a (B, D, D) batch
+    white = torch.linalg.solve_triangular(scale_tril, (x - mu).T, upper=False)  # (D, B)
+    half_logdet = torch.log(torch.diagonal(scale_tril)).sum()
+    return -0.5 * white.pow(2).sum(dim=0) - half_logdet - 0.5 * x.shape[1] * _LOG_2PI
+
+
+def log_gaussian_mixture(
+    x: Tensor, log_weights: Tensor, means: Tensor, scale_trils: Tensor
+) -> Tensor:
+    """log sum_k w_k N(x; mu_k, L_k L_k^T): x (B, D), log_weights (K,), means (K, D),
+    scale_trils (K, D, D) -> (B,). [000] (Gaussian mixture model)."""
+    per_component = torch.stack(
+        [log_mvn(x, mu, tril) for mu, tril in zip(means, scale_trils)], dim=1
+    )  # (B, K)
+    return torch.logsumexp(per_component + log_weights, dim=1)
+
+
+def sample_gaussian_mixture(
+    n: int,
+    log_weights: Tensor,
+    means: Tensor,
+    scale_trils: Tensor,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """n draws of sum_k w_k N(mu_k, L_k L_k^T): k ~ Categorical(w), x = mu_k + L_k eps -> (n, D)."""
+    k = torch.multinomial(log_weights.exp(), n, replacement=True, generator=generator)
+    eps = torch.randn(
+        n, means.shape[1], 1, generator=generator, device=means.device, dtype=means.dtype
+    )
+    return means[k] + (scale_trils[k] @ eps).squeeze(-1)
+
+
 def log_standard_normal(z: Tensor) -> Tensor:
     """Log density of the standard normal prior N(0, I) at z, summed.
 

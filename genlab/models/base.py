@@ -141,6 +141,21 @@ class ExactLikelihood(Protocol):
 
 
 @runtime_checkable
+class FitsData(Protocol):
+    """Models with statistics fitted to the whole training split, not by gradient steps.
+
+    The Trainer calls `fit_data` once, before the first step of a new run (never on resume: the
+    fitted values are buffers, saved with the weights), with the training split in the form the
+    model trains on (binarised / dequantised once with a fixed seed). It returns named values to
+    log at step 0. A model whose `phases()` is empty (the classic baselines, fitted by
+    scikit-learn) is trained by this call alone; others (texture synthesis: the target Gram
+    matrices) go on with gradient steps.
+    """
+
+    def fit_data(self, x: Tensor, labels: Tensor | None = None) -> dict[str, float]: ...
+
+
+@runtime_checkable
 class Translator(Protocol):
     """Image-to-image models: `source_of(x)` is the task's input for target x (genlab.data.tasks),
     `translate(source)` the model's output; evaluation compares translate(source_of(x)) with x."""

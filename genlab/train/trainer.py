@@ -26,7 +26,7 @@ from genlab.config import TrainConfig
 from genlab.data.spec import Data
 from genlab.errors import GenlabError, TrainingDiverged
 from genlab.metrics.evaluate import evaluate
-from genlab.models.base import GenerativeModel
+from genlab.models.base import FitsData, GenerativeModel
 from genlab.train import checkpoint, distributed
 from genlab.train.ema import EMA
 from genlab.train.logger import Logger
@@ -250,9 +250,31 @@ class Trainer:
         prefix = "" if len(self.phases) == 1 else f"{phase.name}/"
         return {prefix + k: v for k, v in out.items()}
 
+    def fit_data(self) -> dict[str, float]:
+        """FitsData models: one fit to the whole training split at the start of a new run.
+
+        The split is transformed as training batches are (binarised / dequantised) once, with a
+        generator seeded by train.seed, so every process fits the same data.
+        """
+        if self.step > 0 or not isinstance(self.model, FitsData):
+            return {}
+        g = torch.Generator().manual_seed(self.cfg.seed)
+        x = self.data.transform(self.data.x_train, g).to(self.device)
+        y = None if self.data.y_train is None else self.data.y_train.to(self.device)
+        values = self.model.fit_data(x, y)
+        if self.ema is not None:  # average from the fitted state, not the initial one
+            self.ema = EMA(self.model, self.cfg.ema)
+        log.info("fitted to %d training examples: %s", len(x), values)
+        if self.logger:
+            self.logger.scalars(0, values, prefix="fit/")
+        return values
+
     def fit(self) -> dict[str, float]:
         """Train until cfg.steps; returns the last logged values."""
         cfg = self.cfg
+        fitted = self.fit_data()
+        if not self.phases:  # fitted by fit_data alone: record it as the whole run
+            return self.finish_fitted(fitted)
         self.model.train()
         sums: dict[str, float] = {}
         count = 0
@@ -297,6 +319,24 @@ class Trainer:
                 if logger:
                     logger.close()
         return last
+
+    def finish_fitted(self, fitted: dict[str, float]) -> dict[str, float]:
+        """A model without gradient phases: its fit is the run, logged and saved at cfg.steps."""
+        if self.step >= self.cfg.steps:  # resumed a finished run: nothing to do
+            return {}
+        self.step = self.model.step = self.cfg.steps
+        try:
+            if self.logger:
+                self.logger.log(self.step, fitted)
+            self.save_sample_grid()
+            if self.cfg.eval_every:
+                self.evaluate()
+            self.save_checkpoint()
+        finally:
+            for logger in (self.logger, self.eval_logger):
+                if logger:
+                    logger.close()
+        return fitted
 
     @property
     def sampling_model(self) -> GenerativeModel:
