@@ -15,6 +15,7 @@ from genlab.models import (  # noqa: F401
     autoregressive,
     bigan,
     cascade,
+    classic,
     cogan,
     cyclegan,
     ddpm,
@@ -24,12 +25,14 @@ from genlab.models import (  # noqa: F401
     latent_diffusion,
     pix2pix,
     score,
+    texture,
     vae,
     vqvae,
 )
 from genlab.models.base import (
     Encoder,
     ExactLikelihood,
+    FitsData,
     GenerativeModel,
     LikelihoodBound,
     Phase,
@@ -58,6 +61,7 @@ __all__ = [
     "Encoder",
     "LikelihoodBound",
     "ExactLikelihood",
+    "FitsData",
     "Translator",
     "MODELS",
 ]
