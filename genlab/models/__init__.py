@@ -24,6 +24,7 @@ from genlab.models import (  # noqa: F401
     hvae,
     latent_diffusion,
     pix2pix,
+    rbm,
     score,
     texture,
     vae,
