@@ -47,9 +47,12 @@ FASHION = ("realnvp", "glow", "pixelcnn", "vae")
 # Candidate settings, chosen on the validation split (never on the test split).
 CLASSIC_GRID: dict[str, list[dict]] = {
     "gmm": [
-        {"components": k, "covariance": c}
-        for c in ("full", "diag")
-        for k in (1, 2, 3, 5, 10, 20, 30, 50)
+        *(
+            {"components": k, "covariance": "full", "reg_covar": r}
+            for r in (1e-6, 1e-3)
+            for k in (1, 2, 3, 5, 10)
+        ),
+        *({"components": k, "covariance": "diag"} for k in (5, 10, 20, 50, 100, 200)),
     ],
     "ppca": [{"factors": q} for q in (4, 8, 16, 32, 48, 56, 60)],
     "fa": [{"factors": q} for q in (4, 8, 16, 32, 48, 56, 60)],
