@@ -60,3 +60,23 @@ def test_two_processes_match_one(tmp_path) -> None:
         diff = (a[k] - b[k]).abs().max().item()
         assert diff < 1e-5, f"{k} differs by {diff}"
     assert proc.stdout.count("trained ae") == 1  # only rank 0 reports
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+def test_fitted_baseline_under_two_processes(tmp_path) -> None:
+    """A phase-less model (fitted by fit_data) trains under torchrun: no DDP wrapper, the same
+    fit on every rank, one checkpoint from rank 0."""
+    out = tmp_path / "gmm"
+    args = ["train", "gmm", "--data", "moons", "train.steps=1", "data.limit=256"]
+    proc = subprocess.run(
+        ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "genlab", *args]
+        + ["model.components=3", "--no-progress", "--out", str(out)],
+        env=SUBPROCESS_ENV,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    weights = load_file(str(out / "checkpoints" / "step_000001" / "model.safetensors"))
+    assert weights["means"].abs().sum() > 0  # fitted, not the unfitted standard normal
+    assert proc.stdout.count("trained gmm") == 1

@@ -125,7 +125,9 @@ class Trainer:
         self.optimizers = {p.name: p.optimizer(p.params) for p in self.phases}
         self.ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
         self.net: torch.nn.Module = model
-        if self.dist.enabled:
+        # A model fitted by fit_data alone (no phases) has no gradients to synchronise, and DDP
+        # refuses a module without trainable parameters: every rank fits the same data instead.
+        if self.dist.enabled and self.phases:
             # Multi-phase models leave the other phase's parameters without gradients.
             self.net = DistributedDataParallel(model, find_unused_parameters=len(self.phases) > 1)
         self.batches = BatchStream(
