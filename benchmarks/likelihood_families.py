@@ -101,17 +101,13 @@ def select_classic(name: str, data_name: str, seed: int) -> tuple[dict, float]:
     n_fit = int(0.8 * len(x))
     best, best_nll = {}, math.inf
     for setting in CLASSIC_GRID[name]:
-        model = models.build(name, data.spec, **{**_model_fields(cfg), **setting}).double()
+        model = models.build(name, data.spec, **{**vars(cfg.model_cfg), **setting}).double()
         model.fit_data(x[:n_fit])
         nll = float(-model.log_prob(x[n_fit:].double()).mean())
         print(f"#   {name} {setting}: validation density NLL {nll:.2f}", flush=True)
         if nll < best_nll:
             best, best_nll = setting, nll
     return best, best_nll
-
-
-def _model_fields(cfg) -> dict:
-    return {k: v for k, v in vars(cfg.model_cfg).items()}
 
 
 def duration(seconds: float) -> str:

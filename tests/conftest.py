@@ -48,6 +48,15 @@ def image_data() -> Data:
     return tiny_data("image")
 
 
+@pytest.fixture
+def float64_default():
+    """torch's default dtype float64 for one test (math checks), restored afterwards."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 WINDOW = (1280, 2000)
 needs_chromium = pytest.mark.skipif(

@@ -86,6 +86,18 @@ def sample_gaussian_mixture(
     return means[k] + (scale_trils[k] @ eps).squeeze(-1)
 
 
+def log_kde(x: Tensor, centres: Tensor, bandwidth: Tensor | float) -> Tensor:
+    """log (1/N) sum_i N(x; c_i, h^2 I): x (B, D), centres (N, D) -> (B,). [000] (Parzen window)
+
+    Squared distances in float64 through cdist's matrix-product form: fast, and exact enough
+    there (the |x|^2 + |c|^2 - 2 x.c cancellation costs ~1e-16 |x|^2).
+    """
+    h2 = torch.as_tensor(bandwidth, dtype=torch.float64) ** 2
+    sq = torch.cdist(x.double(), centres.double()).pow(2)  # (B, N)
+    log_kernel = -0.5 * sq / h2 - 0.5 * x.shape[1] * torch.log(2 * math.pi * h2)
+    return (torch.logsumexp(log_kernel, dim=1) - math.log(len(centres))).to(x.dtype)
+
+
 def log_standard_normal(z: Tensor) -> Tensor:
     """Log density of the standard normal prior N(0, I) at z, summed.
 

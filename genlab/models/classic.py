@@ -29,7 +29,7 @@ from torch import Tensor
 
 from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError
-from genlab.math.gaussian import log_gaussian_mixture, sample_gaussian_mixture
+from genlab.math.gaussian import log_gaussian_mixture, log_kde, sample_gaussian_mixture
 from genlab.models.base import GenerativeModel, Phase
 from genlab.registry import MODELS
 
@@ -107,18 +107,6 @@ def fit_fa(data: np.ndarray, q: int, seed: int) -> tuple[np.ndarray, np.ndarray,
 
     fa = FactorAnalysis(q, random_state=seed).fit(data)
     return fa.components_.T, fa.noise_variance_, fa.mean_
-
-
-def log_kde(x: Tensor, centres: Tensor, bandwidth: Tensor | float) -> Tensor:
-    """log (1/N) sum_i N(x; c_i, h^2 I): x (B, D), centres (N, D) -> (B,). [000] (Parzen window)
-
-    Squared distances in float64 through cdist's matrix-product form: fast, and exact enough
-    there (the |x|^2 + |c|^2 - 2 x.c cancellation costs ~1e-16 |x|^2).
-    """
-    h2 = torch.as_tensor(bandwidth, dtype=torch.float64) ** 2
-    sq = torch.cdist(x.double(), centres.double()).pow(2)  # (B, N)
-    log_kernel = -0.5 * sq / h2 - 0.5 * x.shape[1] * torch.log(2 * math.pi * h2)
-    return (torch.logsumexp(log_kernel, dim=1) - math.log(len(centres))).to(x.dtype)
 
 
 def kde_cv_scores(x: Tensor, bandwidths: tuple[float, ...], folds: Tensor) -> Tensor:

@@ -44,7 +44,7 @@ from genlab.math.gaussian import (
 )
 from genlab.models.base import GenerativeModel
 from genlab.models.likelihood import Likelihood
-from genlab.models.vae import VAE
+from genlab.models.vae import kl_weight
 from genlab.nn import MLP, DecoderNet, EncoderNet
 from genlab.registry import MODELS
 
@@ -91,12 +91,19 @@ class HVAE(GenerativeModel):
         self.decoder = DecoderNet(self.dims[0], spec, **nets)
         self.likelihood = Likelihood(cfg.likelihood, spec)
 
-    # The VAE's schedule and decoder glue apply unchanged: they read only cfg.beta,
-    # cfg.kl_warmup, self.step, self.likelihood, self.decoder and self.encode.
-    discrete_likelihood = VAE.discrete_likelihood
-    kl_weight = VAE.kl_weight
-    decode = VAE.decode
-    reconstruct = VAE.reconstruct
+    @property
+    def discrete_likelihood(self) -> bool:
+        return self.likelihood.discrete
+
+    def kl_weight(self) -> float:
+        return kl_weight(self.cfg.beta, self.cfg.kl_warmup, self.step)
+
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Decoder mean of p(x | z_1)."""
+        return self.likelihood.mean(self.decoder(z, labels))
+
+    def reconstruct(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.decode(self.encode(x, labels), labels)
 
     def posterior(
         self, x: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None

@@ -32,6 +32,13 @@ from genlab.nn import DecoderNet, EncoderNet
 from genlab.registry import MODELS
 
 
+def kl_weight(beta: float, kl_warmup: int, step: int) -> float:
+    """beta_t = beta * min(1, step / kl_warmup): beta-VAE weight with linear KL warm-up."""
+    if kl_warmup <= 0:
+        return beta
+    return beta * min(1.0, step / kl_warmup)
+
+
 @dataclass
 class VAEConfig:
     arch: Literal["auto", "mlp", "conv"] = "auto"  # auto: conv for images, MLP for vectors
@@ -81,10 +88,7 @@ class VAE(GenerativeModel):
         return mu, logvar
 
     def kl_weight(self) -> float:
-        """beta_t = beta * min(1, step / kl_warmup)."""
-        if self.cfg.kl_warmup <= 0:
-            return self.cfg.beta
-        return self.cfg.beta * min(1.0, self.step / self.cfg.kl_warmup)
+        return kl_weight(self.cfg.beta, self.cfg.kl_warmup, self.step)
 
     def forward(self, batch: dict[str, Tensor], phase: str = "main") -> dict[str, Tensor]:
         x, labels = batch["x"], self.labels_of(batch)

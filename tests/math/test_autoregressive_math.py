@@ -19,13 +19,8 @@ from genlab.models import build
 from genlab.models.autoregressive import CategoricalPixelCNN
 from genlab.nn.masked import MADE, MaskedConv2d, MaskedLinear, made_degrees, made_masks
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+# float64 by default in every test of this file (conftest.float64_default)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def conv_dependence(f, c_in: int, c_out: int, h: int, w: int) -> torch.Tensor:

@@ -15,12 +15,8 @@ from genlab.nn.quantize import VectorQuantizer, perplexity
 EPS = torch.finfo(torch.float64).eps
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+# float64 by default in every test of this file (conftest.float64_default)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def quantizer(k: int = 7, d: int = 3, seed: int = 0) -> VectorQuantizer:
