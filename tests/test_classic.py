@@ -116,3 +116,12 @@ def test_trainer_fits_once_logs_and_checkpoints(tmp_path) -> None:
     again = train(cfg, tmp_path / "run", resume=True, progress=False)  # finished: no refit
     assert again.step == 1
     assert len(list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))) == 1
+
+
+def test_failing_fit_writes_no_run(tmp_path) -> None:
+    """The fit runs before the run's files are written: a fit that fails leaves nothing."""
+    over = ["train.steps=1", "model.components=500", "data.limit=100"]
+    cfg = resolve("gmm", "moons", None, over)
+    with pytest.raises(GenlabError, match="500 components need at least as many"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

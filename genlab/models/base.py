@@ -144,9 +144,10 @@ class ExactLikelihood(Protocol):
 class FitsData(Protocol):
     """Models with statistics fitted to the whole training split, not by gradient steps.
 
-    The Trainer calls `fit_data` once, before the first step of a new run (never on resume: the
-    fitted values are buffers, saved with the weights), with the training split in the form the
-    model trains on (binarised / dequantised once with a fixed seed). It returns named values to
+    `fit_data` is called once per new run, before the first step (never on resume: the fitted
+    values are buffers, saved with the weights), with the training split in the form the model
+    trains on (binarised / dequantised once with a fixed seed; genlab.train.run does it before
+    writing the run, the Trainer when given a model not yet fitted). It returns named values to
     log at step 0. A model whose `phases()` is empty (the classic baselines, fitted by
     scikit-learn) is trained by this call alone; others (texture synthesis: the target Gram
     matrices) go on with gradient steps.

@@ -26,10 +26,10 @@ from genlab.config import RunConfig, read_yaml, resolve, write_text_atomic
 from genlab.data import load_config
 from genlab.data.spec import Data, DataSpec
 from genlab.errors import GenlabError
-from genlab.models.base import GenerativeModel
+from genlab.models.base import FitsData, GenerativeModel
 from genlab.registry import METRICS
 from genlab.train import checkpoint, distributed
-from genlab.train.trainer import Trainer, seed_everything
+from genlab.train.trainer import Trainer, fit_to_training_split, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,11 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         resumed = resume and checkpoint.latest(run_dir / "checkpoints") is not None
         copy = first_stage_copy(run_dir) if resumed else None
         model = build_model(cfg, data.spec, first_stage_copy=copy)
+        fitted = None
+        if not resumed and isinstance(model, FitsData):
+            # fitted before anything is written: a fit that fails (too few examples, a bad
+            # model.example) leaves no half-made run behind
+            fitted = fit_to_training_split(model, data, cfg.train.seed)
         distributed.barrier()
         if ranks.main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -161,7 +166,9 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
             write_text_atomic(run_dir / "spec.json", json.dumps(dataclasses.asdict(data.spec)))
             save_first_stage_copy(cfg, run_dir)
         distributed.barrier()
-        trainer = Trainer(model, data, cfg.train, run_dir, resume=resume, progress=progress)
+        trainer = Trainer(
+            model, data, cfg.train, run_dir, resume=resume, progress=progress, fitted=fitted
+        )
         if trainer.step >= cfg.train.steps:
             log.info("run %s already reached step %d", run_dir, trainer.step)
         trainer.fit()

@@ -98,6 +98,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def fit_to_training_split(model: FitsData, data: Data, seed: int) -> dict[str, float]:
+    """model.fit_data on the whole training split, transformed as training batches are
+    (binarised / dequantised) once, with a generator seeded by `seed`: every process fits the
+    same data. Runs on the model's device."""
+    g = torch.Generator().manual_seed(seed)
+    x = data.transform(data.x_train, g).to(model.device)
+    y = None if data.y_train is None else data.y_train.to(model.device)
+    return model.fit_data(x, y)
+
+
 class Trainer:
     """Train `model` on `data` with `cfg`, writing logs, grids and checkpoints under `run_dir`."""
 
@@ -110,8 +120,12 @@ class Trainer:
         *,
         resume: bool = False,
         progress: bool = True,
+        fitted: dict[str, float] | None = None,
     ) -> None:
+        """`fitted`: what fit_to_training_split returned, when the caller already fitted `model`
+        (genlab.train.run does, before writing the run, so a fit that fails writes nothing)."""
         self.cfg = cfg
+        self.fitted = fitted
         self.data = data
         self.run_dir = Path(run_dir)
         self.device = distributed.resolve_device(cfg.device)
@@ -253,20 +267,16 @@ class Trainer:
         return {prefix + k: v for k, v in out.items()}
 
     def fit_data(self) -> dict[str, float]:
-        """FitsData models: one fit to the whole training split at the start of a new run.
-
-        The split is transformed as training batches are (binarised / dequantised) once, with a
-        generator seeded by train.seed, so every process fits the same data.
-        """
+        """FitsData models: one fit to the whole training split at the start of a new run
+        (done already, before the run's files were written, when `fitted` was given)."""
         if self.step > 0 or not isinstance(self.model, FitsData):
             return {}
-        g = torch.Generator().manual_seed(self.cfg.seed)
-        x = self.data.transform(self.data.x_train, g).to(self.device)
-        y = None if self.data.y_train is None else self.data.y_train.to(self.device)
-        values = self.model.fit_data(x, y)
-        if self.ema is not None:  # average from the fitted state, not the initial one
-            self.ema = EMA(self.model, self.cfg.ema)
-        log.info("fitted to %d training examples: %s", len(x), values)
+        values = self.fitted
+        if values is None:
+            values = fit_to_training_split(self.model, self.data, self.cfg.seed)
+            if self.ema is not None:  # average from the fitted state, not the initial one
+                self.ema = EMA(self.model, self.cfg.ema)
+        log.info("fitted to %d training examples: %s", len(self.data), values)
         if self.logger:
             self.logger.scalars(0, values, prefix="fit/")
         return values
