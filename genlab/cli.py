@@ -363,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         COMMANDS[args.command](args)
         return 0
     except GenlabError as e:
-        print(f"genlab: error: {e}", file=sys.stderr)
+        print(f"genlab: {e.label}: {e}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:  # `genlab list | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -42,6 +42,13 @@ class TrainConfig:
     eval_every: int = 0  # run metrics every N steps into eval.csv (0 = off)
     eval_metrics: tuple[str, ...] = ()  # () = every metric that applies
     eval_n: int = 1000  # samples / test examples per evaluation during training
+    # micro-batches per optimiser step: the global batch is cut into processes x grad_accum
+    # shards, each with its own RNG stream, so equal products give the same training
+    grad_accum: int = 1
+    compile: bool = False  # torch.compile the model (inductor; needs a C++ compiler on CPU)
+    on_divergence: Literal["stop", "rollback"] = "stop"  # NaN/inf: stop, or reload and lower lr
+    rollback_lr_factor: float = 0.5  # lr multiplier at each rollback
+    max_rollbacks: int = 3  # then stop as on_divergence=stop does
 
 
 SECTIONS = ("model", "data", "train")
@@ -234,12 +241,25 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def check_train(cfg: TrainConfig) -> None:
-    positive = ("steps", "batch_size", "checkpoint_every", "sample_every", "log_every")
+    positive = (
+        "steps",
+        "batch_size",
+        "checkpoint_every",
+        "sample_every",
+        "log_every",
+        "grad_accum",
+    )
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise GenlabError(f"train.{name} must be positive; got {getattr(cfg, name)}")
     if not cfg.lr > 0 or cfg.lr == float("inf"):
         raise GenlabError(f"train.lr must be positive; got {cfg.lr}")
+    if not 0.0 < cfg.rollback_lr_factor < 1.0:
+        raise GenlabError(
+            f"train.rollback_lr_factor must be in (0, 1); got {cfg.rollback_lr_factor}"
+        )
+    if cfg.max_rollbacks < 0:
+        raise GenlabError(f"train.max_rollbacks must be >= 0; got {cfg.max_rollbacks}")
     if not 0.0 <= cfg.ema < 1.0:
         raise GenlabError(f"train.ema must be in [0, 1); got {cfg.ema}")
     if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):

@@ -184,14 +184,25 @@ def test_phases_run_in_order_with_repeats(tmp_path) -> None:
 
 def test_batch_stream_covers_epoch_and_shards() -> None:
     one = BatchStream(10, 4, seed=1)
-    seen = torch.cat([one.next(), one.next()])
+    seen = torch.cat([*one.next(), *one.next()])
     assert len(set(seen.tolist())) == 8  # no repeats within an epoch; the last 2 are dropped
-    r0, r1 = BatchStream(10, 4, 1, rank=0, world=2), BatchStream(10, 4, 1, rank=1, world=2)
-    whole = BatchStream(10, 4, 1)
+    epochs = [BatchStream(10, 4, 1, epoch=e).next()[0] for e in range(3)]
+    assert not torch.equal(epochs[0], epochs[1]) and not torch.equal(epochs[1], epochs[2])
+    # 2 processes x 2 micro-batches: shard s = rank * 2 + m holds the s-th quarter of each
+    # global batch, on any layout with 4 shards
+    whole = BatchStream(10, 8, 1)
+    ranks = [BatchStream(10, 8, 1, rank=r, world=2, accum=2) for r in (0, 1)]
+    accum4 = BatchStream(10, 8, 1, accum=4)
     for _ in range(5):
-        assert torch.equal(torch.cat([r0.next(), r1.next()]), whole.next())
+        global_batch = whole.next()[0]
+        shards = [s for r in ranks for s in r.next()]
+        assert [len(s) for s in shards] == [2, 2, 2, 2]
+        assert torch.equal(torch.cat(shards), global_batch)
+        assert all(torch.equal(a, b) for a, b in zip(shards, accum4.next()))
     with pytest.raises(GenlabError, match="divisible"):
         BatchStream(10, 5, 1, world=2)
+    with pytest.raises(GenlabError, match="grad_accum=3"):
+        BatchStream(10, 8, 1, accum=3)
 
 
 def test_ema_warm_up_forgets_the_initial_weights() -> None:

@@ -4,7 +4,8 @@ Layout: RUN/checkpoints/step_000100/{model.safetensors, [ema.safetensors], train
 manifest.json} and RUN/checkpoints/latest naming the newest complete one. A checkpoint is
 written into a temporary directory, fsynced, renamed into place, and only then named in
 `latest` (itself replaced atomically), so a killed process never leaves a half-written one.
-manifest.json holds each file's SHA-256; a truncated or altered file is refused on load.
+manifest.json holds each file's SHA-256; a truncated or altered file is refused on load, and so
+is a file that resolves (through a symlink or a `..` name) outside RUN/checkpoints.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def confined(path: Path, root: Path) -> Path:
+    """`path`, refused unless it resolves inside `root`: what a run names (symlinks, `..`) never
+    reaches files elsewhere."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise GenlabError(f"{path} points outside {root} (to {resolved}); refusing to read it")
+    return path
+
+
 def fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
@@ -67,24 +77,31 @@ def save(
     tmp = root / f".tmp-{name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file(weights_of(model), str(tmp / "model.safetensors"))
-    if ema is not None:
-        save_file(weights_of(ema), str(tmp / "ema.safetensors"))
-    torch.save(trainer_state, tmp / "trainer.pt")
-    files = sorted(p.name for p in tmp.iterdir())
-    manifest = {"step": step, "sha256": {f: sha256(tmp / f) for f in files}}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    for f in tmp.iterdir():
-        fsync_file(f)
+    try:
+        tmp.mkdir()
+        save_file(weights_of(model), str(tmp / "model.safetensors"))
+        if ema is not None:
+            save_file(weights_of(ema), str(tmp / "ema.safetensors"))
+        torch.save(trainer_state, tmp / "trainer.pt")
+        files = sorted(p.name for p in tmp.iterdir())
+        manifest = {"step": step, "sha256": {f: sha256(tmp / f) for f in files}}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        for f in tmp.iterdir():
+            fsync_file(f)
+    except BaseException:  # a full disk or no permission: nothing half-written stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     final = root / name
     if final.exists():  # left by a run killed after the rename but before `latest` moved
         shutil.rmtree(final)
     os.replace(tmp, final)
     pointer = root / ".latest.tmp"
-    pointer.write_text(name + "\n")
-    fsync_file(pointer)
-    os.replace(pointer, root / "latest")
+    try:
+        pointer.write_text(name + "\n")
+        fsync_file(pointer)
+        os.replace(pointer, root / "latest")
+    finally:
+        pointer.unlink(missing_ok=True)
     prune(root, keep)
     return Checkpoint(final, step)
 
@@ -121,13 +138,16 @@ def latest(root: Path) -> Checkpoint | None:
 
 def verify(ckpt: Checkpoint) -> dict[str, str]:
     """Check every file against the manifest's SHA-256; GenlabError when anything differs."""
+    root = ckpt.path.parent
     try:
-        manifest = json.loads((ckpt.path / "manifest.json").read_text())
+        manifest = json.loads(confined(ckpt.path / "manifest.json", root).read_text())
         digests = dict(manifest["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         raise GenlabError(f"checkpoint {ckpt.path} has an unreadable manifest.json") from None
     for name, digest in digests.items():
-        f = ckpt.path / name
+        if Path(str(name)).name != name:  # a plain file name, never a path
+            raise GenlabError(f"checkpoint {ckpt.path} lists a file outside it: {name!r}")
+        f = confined(ckpt.path / name, root)
         if not f.is_file() or sha256(f) != digest:
             raise GenlabError(f"checkpoint file {f} is corrupt or truncated (checksum mismatch)")
     return digests

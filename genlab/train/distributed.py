@@ -73,6 +73,20 @@ def all_true(flag: bool, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
+def any_true(flag: bool, device: torch.device) -> bool:
+    """Logical OR of a flag over all processes."""
+    return not all_true(not flag, device)
+
+
+def mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over all processes (itself for one process)."""
+    if not dist.is_initialized():
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t / dist.get_world_size()
+
+
 def gather_objects(obj: object) -> list[object]:
     if not dist.is_initialized():
         return [obj]

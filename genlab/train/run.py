@@ -29,7 +29,12 @@ from genlab.errors import GenlabError
 from genlab.models.base import FitsData, GenerativeModel
 from genlab.registry import METRICS
 from genlab.train import checkpoint, distributed
-from genlab.train.trainer import Trainer, fit_to_training_split, seed_everything
+from genlab.train.trainer import (
+    BatchStream,
+    Trainer,
+    fit_to_training_split,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +91,11 @@ def load_first_stage(path: str, copy: Path | None = None) -> GenerativeModel:
 
 def first_stage_copy(run_dir: Path) -> Path | None:
     copy = run_dir / FIRST_STAGE
-    return copy if (copy / "config.yaml").is_file() else None
+    if not (copy / "config.yaml").is_file():
+        return None
+    for name in ("config.yaml", "spec.json"):
+        checkpoint.confined(copy / name, run_dir)
+    return copy
 
 
 def save_first_stage_copy(cfg: RunConfig, run_dir: Path) -> None:
@@ -149,6 +158,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         for name in cfg.train.eval_metrics:
             METRICS.entry(name)  # an unknown metric fails before anything is written
         data = load_config(cfg.data)  # before writing anything: bad data means nothing written
+        t = cfg.train  # the global batch must split into shards (checked again by the Trainer)
+        BatchStream(len(data), t.batch_size, t.seed, ranks.rank, ranks.world, t.grad_accum)
         seed_everything(cfg.train.seed)  # the same initial weights for the same seed
         # resuming from a checkpoint: it holds the first stage's weights too (module doc)
         resumed = resume and checkpoint.latest(run_dir / "checkpoints") is not None
@@ -193,6 +204,8 @@ def load_run(run_dir: str | Path, device: str = "cpu", weights: str = "auto") ->
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise GenlabError(f"{run_dir} is not a genlab run (no config.yaml)")
+    for name in ("config.yaml", "spec.json", "checkpoints"):
+        checkpoint.confined(run_dir / name, run_dir)  # no symlink out of the run
     cfg = resolve(base=read_yaml(run_dir / "config.yaml"))
     spec = read_spec(run_dir)
     ckpt = checkpoint.latest(run_dir / "checkpoints")

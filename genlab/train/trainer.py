@@ -3,6 +3,13 @@
 It knows nothing of any model beyond the protocol of genlab.models.base: `phases(lr)` gives each
 phase's parameters and optimiser, `forward(batch, phase)` gives its loss dict, `after_step(phase)`
 is called after each optimiser step, and `sample(n)` draws the grids.
+
+Shards. Every global batch (`train.batch_size`) is cut into W x A shards, W processes times
+`train.grad_accum` micro-batches; process r runs shards r*A .. r*A+A-1 and each shard's forward
+draws from its own torch RNG stream (seeded train.seed + shard, saved in every checkpoint). So the
+noise a model draws (VAE eps, diffusion t, GAN z) belongs to the examples, not to the process:
+2 processes and 1 process with grad_accum=2 train the same weights, and a run resumes exactly on
+another number of processes when W x A stays the same.
 """
 
 from __future__ import annotations
@@ -10,8 +17,11 @@ from __future__ import annotations
 import logging
 import math
 import random
+import signal
 import sys
-from contextlib import nullcontext
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +34,7 @@ from tqdm import tqdm
 
 from genlab.config import TrainConfig
 from genlab.data.spec import Data
-from genlab.errors import GenlabError, TrainingDiverged
+from genlab.errors import GenlabError, TrainingDiverged, TrainingStopped
 from genlab.metrics.evaluate import evaluate
 from genlab.models.base import FitsData, GenerativeModel
 from genlab.train import checkpoint, distributed
@@ -39,8 +49,9 @@ log = logging.getLogger(__name__)
 class BatchStream:
     """Deterministic minibatches: epoch e is a permutation seeded by (seed, e); no RNG state.
 
-    `batch_size` is the global batch. Under DDP, rank r takes its slice of every global batch, so
-    N processes see exactly the examples one process would.
+    `batch_size` is the global batch, cut into world x accum shards (module doc). Rank r takes
+    its `accum` consecutive shards of every global batch, so N processes see exactly the
+    examples one process would (the DistributedSampler contract, with exact mid-epoch resume).
     """
 
     n: int
@@ -48,31 +59,36 @@ class BatchStream:
     seed: int
     rank: int = 0
     world: int = 1
+    accum: int = 1
     epoch: int = 0
     pos: int = 0
     perm: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.batch_size % self.world:
+        shards = self.world * self.accum
+        if self.batch_size % shards:
             raise GenlabError(
-                f"train.batch_size={self.batch_size} must be divisible by the "
-                f"{self.world} processes"
+                f"train.batch_size={self.batch_size} must be divisible by {shards} shards "
+                f"({self.world} processes x train.grad_accum={self.accum})"
             )
-        self.batch_size = min(self.batch_size, self.n - self.n % self.world)
+        if self.n < shards:
+            raise GenlabError(f"{self.n} training examples cannot fill {shards} shards")
+        self.batch_size = min(self.batch_size, self.n - self.n % shards)
         self.perm = self.permutation(self.epoch)
 
     def permutation(self, epoch: int) -> Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.n, generator=g)
 
-    def next(self) -> Tensor:
+    def next(self) -> list[Tensor]:
+        """This process's shards of the next global batch: `accum` index tensors."""
         if self.pos + self.batch_size > self.n:  # drop the last partial batch
             self.epoch, self.pos = self.epoch + 1, 0
             self.perm = self.permutation(self.epoch)
         rows = self.perm[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
         local = self.batch_size // self.world
-        return rows[self.rank * local : (self.rank + 1) * local]
+        return list(rows[self.rank * local : (self.rank + 1) * local].chunk(self.accum))
 
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "pos": self.pos}
@@ -91,6 +107,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def seeded_rng_state(seed: int) -> dict[str, Any]:
+    """The RNG state torch.manual_seed(seed) gives, without touching the current one."""
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        torch.manual_seed(seed)
+        return rng_state()
+
+
 def seed_everything(seed: int) -> None:
     """The only place genlab seeds global RNGs (Python, NumPy, torch)."""
     random.seed(seed)
@@ -106,6 +129,35 @@ def fit_to_training_split(model: FitsData, data: Data, seed: int) -> dict[str, f
     x = data.transform(data.x_train, g).to(model.device)
     y = None if data.y_train is None else data.y_train.to(model.device)
     return model.fit_data(x, y)
+
+
+class StopSignals:
+    """SIGTERM / SIGINT while training: note it, so the Trainer ends the step, saves and stops.
+
+    The handlers are restored by the first signal, so a second one acts at once as usual."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self.previous: dict[signal.Signals, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # signal() works there only
+            self.previous = {sig: signal.signal(sig, self.handle) for sig in self.SIGNALS}
+        return self
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum)
+        self.restore()
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
 
 
 class Trainer:
@@ -144,10 +196,16 @@ class Trainer:
         if self.dist.enabled and self.phases:
             # Multi-phase models leave the other phase's parameters without gradients.
             self.net = DistributedDataParallel(model, find_unused_parameters=len(self.phases) > 1)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
         self.batches = BatchStream(
-            len(data), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world
+            len(data), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world, cfg.grad_accum
         )
+        # this process's shards and their RNG streams (module doc)
+        self.shards = [self.dist.rank * cfg.grad_accum + m for m in range(cfg.grad_accum)]
+        self.shard_rng = [seeded_rng_state(cfg.seed + s) for s in self.shards]
         self.step = 0
+        self.rollbacks = 0
         self.progress = progress
         self.ckpt_root = self.run_dir / "checkpoints"
         self.last_checkpoint: checkpoint.Checkpoint | None = None
@@ -155,33 +213,47 @@ class Trainer:
             self.device.type, enabled=cfg.precision == "fp16" and self.device.type == "cuda"
         )
         if resume:
-            self.restore()
-        self.logger = Logger(self.run_dir, self.step) if self.dist.main else None
-        self.eval_logger = (
-            Logger(self.run_dir, self.step, tensorboard=False, name="eval.csv")
-            if self.dist.main and cfg.eval_every
-            else None
-        )
+            ckpt = checkpoint.latest(self.ckpt_root)
+            if ckpt is None:
+                log.info("no checkpoint in %s; starting from step 0", self.ckpt_root)
+            else:
+                self.restore(ckpt)
+        self.logger: Logger | None = None
+        self.eval_logger: Logger | None = None
+        self.open_loggers()
         self.sample_dir = self.run_dir / "samples"
         if self.dist.main:
             self.sample_dir.mkdir(parents=True, exist_ok=True)
 
+    def open_loggers(self) -> None:
+        """metrics.csv / eval.csv and TensorBoard from self.step on (later rows are dropped)."""
+        self.close_loggers()
+        if self.dist.main:
+            self.logger = Logger(self.run_dir, self.step)
+            if self.cfg.eval_every:
+                self.eval_logger = Logger(
+                    self.run_dir, self.step, tensorboard=False, name="eval.csv"
+                )
+
+    def close_loggers(self) -> None:
+        for logger in (self.logger, self.eval_logger):
+            if logger:
+                logger.close()
+        self.logger = self.eval_logger = None
+
     # ----------------------------------------------------------------------------------- state
     def trainer_state(self) -> dict[str, Any]:
+        per_rank = distributed.gather_objects(self.shard_rng)  # collective: every rank calls it
         return {
             "step": self.step,
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "scaler": self.scaler.state_dict(),
             "batches": self.batches.state(),
-            "rng": distributed.gather_objects(rng_state()),  # one entry per rank
+            "rng": [state for rank in per_rank for state in rank],  # one entry per shard
         }
 
-    def restore(self) -> None:
-        """Continue exactly from the latest checkpoint: weights, EMA, optimisers, data, RNG."""
-        ckpt = checkpoint.latest(self.ckpt_root)
-        if ckpt is None:
-            log.info("no checkpoint in %s; starting from step 0", self.ckpt_root)
-            return
+    def restore(self, ckpt: checkpoint.Checkpoint) -> None:
+        """Continue exactly from `ckpt`: weights, EMA, optimisers, data position, RNG streams."""
         digests = checkpoint.verify(ckpt)
         checkpoint.load_weights(self.model, ckpt.path / "model.safetensors")
         if self.ema is not None:
@@ -196,26 +268,52 @@ class Trainer:
         self.batches.epoch = int(state["batches"]["epoch"])
         self.batches.pos = int(state["batches"]["pos"])
         self.batches.perm = self.batches.permutation(self.batches.epoch)
-        states = state["rng"]
-        if self.dist.rank < len(states):
-            set_rng_state(states[self.dist.rank])
-        else:  # more processes than when saved: fresh, distinct streams for the new ranks
-            torch.manual_seed(self.cfg.seed + self.dist.rank + 7919 * self.step)
+        saved = state["rng"]
+        if len(saved) == self.dist.world * self.cfg.grad_accum:
+            self.shard_rng = [saved[s] for s in self.shards]
+        else:  # another shard count: the data order continues, the noise streams start afresh
+            log.warning(
+                "checkpoint has %d RNG streams, this run %d shards: new noise streams from "
+                "step %d (the same processes x train.grad_accum resumes exactly)",
+                len(saved),
+                self.dist.world * self.cfg.grad_accum,
+                self.step,
+            )
+            self.shard_rng = [
+                seeded_rng_state(self.cfg.seed + s + 7919 * self.step) for s in self.shards
+            ]
         self.last_checkpoint = ckpt
         log.info("resumed from %s (step %d)", ckpt.path, self.step)
 
     def save_checkpoint(self) -> None:
-        state = self.trainer_state()  # collective (gathers RNG states): every rank calls it
+        """Rank 0 writes the checkpoint atomically; a failed write (full disk, no permission)
+        stops every rank with the previous checkpoint intact."""
+        state = self.trainer_state()
+        failure = ""
         if self.dist.main:
-            self.last_checkpoint = checkpoint.save(
-                self.ckpt_root,
-                self.step,
-                self.model,
-                state,
-                ema=self.ema.model if self.ema else None,
-                keep=self.cfg.keep_checkpoints,
+            try:
+                self.last_checkpoint = checkpoint.save(
+                    self.ckpt_root,
+                    self.step,
+                    self.model,
+                    state,
+                    ema=self.ema.model if self.ema else None,
+                    keep=self.cfg.keep_checkpoints,
+                )
+            except OSError as e:
+                failure = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        if not distributed.all_true(not failure, self.device):
+            kept = (
+                f"the previous checkpoint {self.last_checkpoint.path} (step "
+                f"{self.last_checkpoint.step}) is intact"
+                if self.last_checkpoint
+                else "no earlier checkpoint exists"
             )
-        distributed.barrier()
+            raise GenlabError(
+                f"could not write the checkpoint of step {self.step} in {self.ckpt_root} "
+                f"({failure or 'on rank 0'}); {kept}; free space or fix permissions, then "
+                "continue with --resume"
+            )
 
     # -------------------------------------------------------------------------------- training
     def autocast(self) -> Any:
@@ -224,45 +322,64 @@ class Trainer:
         dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def next_batch(self) -> dict[str, Tensor]:
-        batch = self.data.batch(self.batches.next())
+    @contextmanager
+    def shard_stream(self, m: int) -> Iterator[None]:
+        """torch's global RNG is this process's m-th shard stream inside the block."""
+        set_rng_state(self.shard_rng[m])
+        try:
+            yield
+        finally:
+            self.shard_rng[m] = rng_state()
+
+    def load(self, rows: Tensor) -> dict[str, Tensor]:
+        batch = self.data.batch(rows)
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
-    def check_finite(self, phase: str, parts: dict[str, Tensor]) -> None:
+    def reduce_parts(self, phase: str, parts: dict[str, Tensor]) -> dict[str, float]:
+        """Loss parts averaged over all processes; TrainingDiverged when any is NaN/inf."""
         values = torch.stack([v.detach().float().reshape(()) for v in parts.values()])
-        ok = bool(torch.isfinite(values).all())
-        if distributed.all_true(ok, self.device):
-            return
+        values = distributed.mean(values)
+        if bool(torch.isfinite(values).all()):
+            return dict(zip(parts, values.tolist()))
         bad = [f"{k}={v.item():.4g}" for k, v in zip(parts, values) if not math.isfinite(v)]
         kept = (
             f"last good checkpoint {self.last_checkpoint.path} (step {self.last_checkpoint.step})"
             if self.last_checkpoint
             else "no checkpoint was written yet"
         )
-        where = ", ".join(bad) if bad else "on another process"
         raise TrainingDiverged(
-            f"training diverged at step {self.step + 1}, phase {phase!r}: {where}; "
+            f"training diverged at step {self.step + 1}, phase {phase!r}: {', '.join(bad)}; "
             f"stopped without saving; {kept}"
         )
 
     def train_phase(self, phase_index: int) -> dict[str, float]:
+        """One phase, `repeat` optimiser steps, each on a fresh global batch of A micro-batches."""
         phase = self.phases[phase_index]
         opt = self.optimizers[phase.name]
+        accum = self.cfg.grad_accum
         out: dict[str, float] = {}
         for _ in range(phase.repeat):
-            batch = self.next_batch()
-            with self.autocast():
-                parts = self.net(batch, phase=phase.name)
-            self.check_finite(phase.name, parts)
             opt.zero_grad(set_to_none=True)
-            self.scaler.scale(parts["loss"]).backward()
+            sums: dict[str, float] = {}
+            for m, rows in enumerate(self.batches.next()):
+                # gradients are all-reduced once, at the last micro-batch
+                sync = self.net.no_sync if m < accum - 1 and self.dist.enabled else nullcontext
+                with self.shard_stream(m), sync():
+                    batch = self.load(rows)
+                    with self.autocast():
+                        parts = self.net(batch, phase=phase.name)
+                    values = self.reduce_parts(phase.name, parts)
+                    self.scaler.scale(parts["loss"] / accum).backward()
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v / accum
             if self.cfg.grad_clip > 0:
                 self.scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(phase.params, self.cfg.grad_clip)
             self.scaler.step(opt)
             self.scaler.update()
-            self.model.after_step(phase.name)
-            out = {k: float(v.detach()) for k, v in parts.items()}
+            with self.shard_stream(0):  # hooks that draw (codebook restarts) use shard 0's
+                self.model.after_step(phase.name)
+            out = sums
         prefix = "" if len(self.phases) == 1 else f"{phase.name}/"
         return {prefix + k: v for k, v in out.items()}
 
@@ -281,8 +398,44 @@ class Trainer:
             self.logger.scalars(0, values, prefix="fit/")
         return values
 
+    def roll_back(self, error: TrainingDiverged) -> bool:
+        """train.on_divergence=rollback: reload the last good checkpoint and lower the learning
+        rate; False when that is not allowed (then the caller stops)."""
+        cfg = self.cfg
+        ckpt = self.last_checkpoint
+        if cfg.on_divergence != "rollback" or ckpt is None or self.rollbacks >= cfg.max_rollbacks:
+            return False
+        self.rollbacks += 1
+        self.restore(ckpt)
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] *= cfg.rollback_lr_factor
+        self.open_loggers()  # rows after the checkpoint's step are dropped
+        log.warning(
+            "%s; rolled back to step %d with the learning rate x%g (rollback %d of %d)",
+            str(error).split("; stopped")[0],
+            ckpt.step,
+            cfg.rollback_lr_factor,
+            self.rollbacks,
+            cfg.max_rollbacks,
+        )
+        return True
+
+    def train_step(self) -> dict[str, float]:
+        """Every phase once (each `repeat` times), then EMA; advances self.step."""
+        self.model.step = self.step
+        values: dict[str, float] = {}
+        for i in range(len(self.phases)):
+            values.update(self.train_phase(i))
+        if self.ema is not None:
+            self.ema.update(self.model, self.step + 1)
+        self.step += 1
+        self.model.step = self.step
+        return values
+
     def fit(self) -> dict[str, float]:
-        """Train until cfg.steps; returns the last logged values."""
+        """Train until cfg.steps; returns the last logged values. SIGTERM or SIGINT ends the
+        step, saves a checkpoint and raises TrainingStopped (continue with --resume)."""
         cfg = self.cfg
         fitted = self.fit_data()
         if not self.phases:  # fitted by fit_data alone: record it as the whole run
@@ -300,37 +453,53 @@ class Trainer:
             leave=False,
         )
         try:
-            while self.step < cfg.steps:
-                self.model.step = self.step
-                values: dict[str, float] = {}
-                for i in range(len(self.phases)):
-                    values.update(self.train_phase(i))
-                if self.ema is not None:
-                    self.ema.update(self.model, self.step + 1)
-                self.step += 1
-                self.model.step = self.step
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
-                bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    last = {k: v / count for k, v in sums.items()}
-                    if self.logger:
-                        self.logger.log(self.step, last)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(last.items())[:3]})
-                    sums, count = {}, 0
-                if self.step % cfg.sample_every == 0 or self.step == cfg.steps:
-                    self.save_sample_grid()
-                if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
-                    self.evaluate()
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                    self.save_checkpoint()
+            with StopSignals() as signals:
+                while self.step < cfg.steps:
+                    try:
+                        values = self.train_step()
+                    except TrainingDiverged as e:
+                        if not self.roll_back(e):
+                            raise
+                        sums, count = {}, 0
+                        bar.reset(total=cfg.steps)
+                        bar.update(self.step)
+                        continue
+                    for k, v in values.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    count += 1
+                    bar.update(1)
+                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                        last = {k: v / count for k, v in sums.items()}
+                        if self.logger:
+                            self.logger.log(self.step, last)
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in list(last.items())[:3]})
+                        sums, count = {}, 0
+                    if self.step % cfg.sample_every == 0 or self.step == cfg.steps:
+                        self.save_sample_grid()
+                    if cfg.eval_every and (
+                        self.step % cfg.eval_every == 0 or self.step == cfg.steps
+                    ):
+                        self.evaluate()
+                    saved = self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
+                    if saved:
+                        self.save_checkpoint()
+                    if distributed.any_true(signals.received is not None, self.device):
+                        self.stop(signals.received, saved)
         finally:
             bar.close()
-            for logger in (self.logger, self.eval_logger):
-                if logger:
-                    logger.close()
+            self.close_loggers()
         return last
+
+    def stop(self, received: signal.Signals | None, saved: bool) -> None:
+        """After a stop signal (on any process): checkpoint this step, then TrainingStopped."""
+        if not saved:
+            self.save_checkpoint()
+        name = received.name if received is not None else "a signal on another process"
+        where = self.last_checkpoint.path if self.last_checkpoint else self.ckpt_root
+        raise TrainingStopped(
+            f"{name} at step {self.step}; checkpoint {where} saved; continue with --resume",
+            received or signal.SIGTERM,
+        )
 
     def finish_fitted(self, fitted: dict[str, float]) -> dict[str, float]:
         """A model without gradient phases: its fit is the run, logged and saved at cfg.steps."""
@@ -345,9 +514,7 @@ class Trainer:
                 self.evaluate()
             self.save_checkpoint()
         finally:
-            for logger in (self.logger, self.eval_logger):
-                if logger:
-                    logger.close()
+            self.close_loggers()
         return fitted
 
     @property
