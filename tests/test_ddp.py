@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import SUBPROCESS_ENV
 from safetensors.torch import load_file
+
+from genlab.train import checkpoint
 
 ARGS = [
     "train",
@@ -80,3 +85,89 @@ def test_fitted_baseline_under_two_processes(tmp_path) -> None:
     weights = load_file(str(out / "checkpoints" / "step_000001" / "model.safetensors"))
     assert weights["means"].abs().sum() > 0  # fitted, not the unfitted standard normal
     assert proc.stdout.count("trained gmm") == 1
+
+
+VAE = [
+    "train",
+    "vae",
+    "--data",
+    "moons",
+    "train.batch_size=32",
+    "train.checkpoint_every=10",
+    "train.sample_every=1000",
+    "train.ema=0.9",
+    "model.hidden=[16]",
+    "model.latent_dim=2",
+    "data.limit=256",
+    "--no-progress",
+]
+
+
+def genlab_run(out, *args: str, procs: int = 1) -> None:
+    launcher = (
+        [sys.executable]
+        if procs == 1
+        else ["torchrun", "--standalone", f"--nproc_per_node={procs}"]
+    )
+    proc = subprocess.run(
+        [*launcher, "-m", "genlab", *VAE, *args, "--out", str(out)],
+        env=SUBPROCESS_ENV,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def assert_same_weights(a, b, step: int) -> None:
+    for name in ("model", "ema"):
+        wa = load_file(str(a / "checkpoints" / f"step_{step:06d}" / f"{name}.safetensors"))
+        wb = load_file(str(b / "checkpoints" / f"step_{step:06d}" / f"{name}.safetensors"))
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            diff = (wa[k] - wb[k]).abs().max().item()
+            assert diff < 1e-5, f"{name} {k} differs by {diff} at step {step}"
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+def test_stochastic_model_and_resume_on_another_process_count(tmp_path) -> None:
+    """A VAE draws noise: 2 processes equal 1 process with grad_accum=2 (the same 2 shards, each
+    with its RNG stream), and a run resumes exactly from 2 processes onto 1 and back."""
+    ref, down, up = tmp_path / "ref", tmp_path / "down", tmp_path / "up"
+    genlab_run(ref, "train.steps=20", "train.grad_accum=2")
+    genlab_run(down, "train.steps=10", procs=2)
+    assert_same_weights(ref, down, 10)  # 2 processes == 1 process x 2 micro-batches
+    genlab_run(down, "train.steps=20", "train.grad_accum=2", "--resume")
+    assert_same_weights(ref, down, 20)
+    genlab_run(up, "train.steps=10", "train.grad_accum=2")
+    genlab_run(up, "train.steps=20", "--resume", procs=2)
+    assert_same_weights(ref, up, 20)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+def test_sigterm_to_torchrun_stops_every_rank_at_one_saved_step(tmp_path) -> None:
+    out = tmp_path / "run"
+    args = ["train.steps=100000", "train.checkpoint_every=100000", "train.log_every=1"]
+    proc = subprocess.Popen(
+        ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "genlab", *VAE, *args]
+        + ["--out", str(out)],
+        env=SUBPROCESS_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = out / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) > 3:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)  # torchrun passes it to both workers
+    _, err = proc.communicate(timeout=120)
+    stops = re.findall(r"genlab: stopped: SIGTERM at step (\d+)", err)
+    assert len(stops) == 2 and stops[0] == stops[1], err[-3000:]
+    step = int(stops[0])
+    last = checkpoint.latest(out / "checkpoints")
+    assert last is not None and last.step == step
+    checkpoint.verify(last)
+    assert int(metrics.read_text().splitlines()[-1].split(",")[0]) == step

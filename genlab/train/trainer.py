@@ -495,7 +495,7 @@ class Trainer:
         if not saved:
             self.save_checkpoint()
         name = received.name if received is not None else "a signal on another process"
-        where = self.last_checkpoint.path if self.last_checkpoint else self.ckpt_root
+        where = self.last_checkpoint.path if self.dist.main else f"{self.ckpt_root} (rank 0's)"
         raise TrainingStopped(
             f"{name} at step {self.step}; checkpoint {where} saved; continue with --resume",
             received or signal.SIGTERM,
