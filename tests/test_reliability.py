@@ -324,3 +324,43 @@ def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
     with open(run.dir / "metrics.csv") as f:
         losses = [float(r["loss"]) for r in csv.DictReader(f)]
     assert len(losses) == 5 and all(math.isfinite(v) for v in losses)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 2 MB tmpfs (root only, where mounting is allowed), unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_real_full_disk_during_a_save(small_disk: Path) -> None:
+    """The disk fills after the checkpoint of step 5: the next write (the sample grid of step 10,
+    then its checkpoint) fails with one line naming the intact checkpoint; nothing partial."""
+    run = small_disk / "run"
+    cmd = [sys.executable, "-m", "genlab", *CLI_ARGS, "train.checkpoint_every=5", "--out", str(run)]
+    subprocess.run([*cmd, "train.steps=5"], env=SUBPROCESS_ENV, check=True, capture_output=True)
+    free = shutil.disk_usage(small_disk).free
+    with open(small_disk / "filler", "wb") as f:  # leave 8 KB: less than a checkpoint needs
+        f.write(b"\0" * (free - 8192))
+    proc = subprocess.run(
+        [*cmd, "train.steps=10", "--resume"], env=SUBPROCESS_ENV, capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "No space left on device" in proc.stderr and "step 5) is intact" in proc.stderr
+    root = run / "checkpoints"
+    checkpoint.verify(checkpoint.latest(root))
+    assert checkpoint.latest(root).step == 5
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_000005"]
+    assert [p.name for p in (run / "samples").iterdir()] == ["step_000005.png"]  # no partial one
+    (small_disk / "filler").unlink()  # space again: the run goes on
+    subprocess.run([*cmd, "train.steps=10", "--resume"], env=SUBPROCESS_ENV, check=True)
+    assert checkpoint.latest(root).step == 10

@@ -20,7 +20,7 @@ import random
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,35 +285,43 @@ class Trainer:
         self.last_checkpoint = ckpt
         log.info("resumed from %s (step %d)", ckpt.path, self.step)
 
-    def save_checkpoint(self) -> None:
-        """Rank 0 writes the checkpoint atomically; a failed write (full disk, no permission)
-        stops every rank with the previous checkpoint intact."""
-        state = self.trainer_state()
+    def kept(self) -> str:
+        """What a stop leaves: the last checkpoint, named."""
+        if self.last_checkpoint is None:
+            return "no checkpoint was written yet"
+        ckpt = self.last_checkpoint
+        return f"the last checkpoint {ckpt.path} (step {ckpt.step}) is intact"
+
+    def write_on_rank0(self, what: str, write: Callable[[], None]) -> None:
+        """Rank 0 runs `write`; if it fails (full disk, no permission) every rank stops, and the
+        message names the last checkpoint, which the atomic writes left intact."""
+        kept = self.kept()
         failure = ""
         if self.dist.main:
             try:
-                self.last_checkpoint = checkpoint.save(
-                    self.ckpt_root,
-                    self.step,
-                    self.model,
-                    state,
-                    ema=self.ema.model if self.ema else None,
-                    keep=self.cfg.keep_checkpoints,
-                )
+                write()
             except OSError as e:
                 failure = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
         if not distributed.all_true(not failure, self.device):
-            kept = (
-                f"the previous checkpoint {self.last_checkpoint.path} (step "
-                f"{self.last_checkpoint.step}) is intact"
-                if self.last_checkpoint
-                else "no earlier checkpoint exists"
-            )
             raise GenlabError(
-                f"could not write the checkpoint of step {self.step} in {self.ckpt_root} "
-                f"({failure or 'on rank 0'}); {kept}; free space or fix permissions, then "
-                "continue with --resume"
+                f"could not write {what} ({failure or 'on rank 0'}); {kept}; free space or fix "
+                "permissions, then continue with --resume"
             )
+
+    def save_checkpoint(self) -> None:
+        state = self.trainer_state()  # collective (gathers the RNG streams): every rank calls it
+
+        def write() -> None:
+            self.last_checkpoint = checkpoint.save(
+                self.ckpt_root,
+                self.step,
+                self.model,
+                state,
+                ema=self.ema.model if self.ema else None,
+                keep=self.cfg.keep_checkpoints,
+            )
+
+        self.write_on_rank0(f"the checkpoint of step {self.step} in {self.ckpt_root}", write)
 
     # -------------------------------------------------------------------------------- training
     def autocast(self) -> Any:
@@ -342,14 +350,9 @@ class Trainer:
         if bool(torch.isfinite(values).all()):
             return dict(zip(parts, values.tolist()))
         bad = [f"{k}={v.item():.4g}" for k, v in zip(parts, values) if not math.isfinite(v)]
-        kept = (
-            f"last good checkpoint {self.last_checkpoint.path} (step {self.last_checkpoint.step})"
-            if self.last_checkpoint
-            else "no checkpoint was written yet"
-        )
         raise TrainingDiverged(
             f"training diverged at step {self.step + 1}, phase {phase!r}: {', '.join(bad)}; "
-            f"stopped without saving; {kept}"
+            f"stopped without saving; {self.kept()}"
         )
 
     def train_phase(self, phase_index: int) -> dict[str, float]:
@@ -534,19 +537,16 @@ class Trainer:
 
     def save_sample_grid(self) -> None:
         """Samples with a fixed generator (the same noise at every step; global RNG untouched)."""
-        if not self.dist.main:
-            return
-        model = self.sampling_model
-        was_training = model.training
-        model.eval()
-        g = torch.Generator(self.device).manual_seed(self.cfg.seed)
-        x = model.sample(self.cfg.num_samples if model.spec.is_image else 1000, generator=g)
-        model.train(was_training)
-        reference = self.data.x_test[:2000] if not model.spec.is_image else None
-        save_samples(
-            x,
-            model.spec,
-            self.sample_dir / f"step_{self.step:06d}.png",
-            reference,
-            title=f"step {self.step}",
-        )
+        path = self.sample_dir / f"step_{self.step:06d}.png"
+
+        def write() -> None:
+            model = self.sampling_model
+            was_training = model.training
+            model.eval()
+            g = torch.Generator(self.device).manual_seed(self.cfg.seed)
+            x = model.sample(self.cfg.num_samples if model.spec.is_image else 1000, generator=g)
+            model.train(was_training)
+            reference = self.data.x_test[:2000] if not model.spec.is_image else None
+            save_samples(x, model.spec, path, reference, title=f"step {self.step}")
+
+        self.write_on_rank0(f"the sample grid {path}", write)
