@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from dataclasses import dataclass
 
 import pytest
@@ -224,3 +225,20 @@ def test_ema_warm_up_forgets_the_initial_weights() -> None:
     assert ema.model.weight.item() == pytest.approx(1.0 - left, rel=1e-12)
     assert left < 0.1 * 0.999**n  # the initial weights' share: 13.5% without warm-up
     assert ema.decay_at(1) == pytest.approx(2 / 11) and ema.decay_at(10**6) == 0.999
+
+
+def test_resume_between_log_rows_logs_the_same_means(tmp_path) -> None:
+    """A run killed at step 7 (newest checkpoint 5, rows up to 6 written) resumes and logs the
+    row of step 8 as the mean over steps 7-8 and the row of step 6 as the mean over 5-6: the
+    running sums of the next row travel in the checkpoint."""
+    cfg = run_cfg(10, log_every=2, keep_checkpoints=0)
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(cfg, full, progress=False)
+    (part / "checkpoints").mkdir(parents=True)
+    for name in ("config.yaml", "spec.json", "metrics.csv"):
+        shutil.copy(full / name, part / name)
+    shutil.copytree(full / "checkpoints/step_000005", part / "checkpoints/step_000005")
+    (part / "checkpoints/latest").write_text("step_000005\n")
+    train(cfg, part, resume=True, progress=False)
+    rows = [(full / "metrics.csv").read_text(), (part / "metrics.csv").read_text()]
+    assert rows[0] == rows[1]

@@ -93,7 +93,7 @@ def save(
         raise
     final = root / name
     if final.exists():  # left by a run killed after the rename but before `latest` moved
-        shutil.rmtree(final)
+        discard(final)
     os.replace(tmp, final)
     pointer = root / ".latest.tmp"
     try:
@@ -106,9 +106,19 @@ def save(
     return Checkpoint(final, step)
 
 
+def discard(path: Path) -> None:
+    """Remove a checkpoint directory without ever leaving a half-removed step_ directory: move
+    it out of the step_ names first (atomic), then delete it (prune clears what a kill leaves)."""
+    trash = path.with_name(f".tmp-discard-{path.name}-{os.getpid()}")
+    if trash.exists():
+        shutil.rmtree(trash)
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def prune(root: Path, keep: int) -> None:
     for old in complete(root)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old.path, ignore_errors=True)
+        discard(old.path)
     for stale in root.glob(".tmp-*"):  # temporary directories of killed writers
         shutil.rmtree(stale, ignore_errors=True)
 

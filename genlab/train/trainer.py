@@ -205,6 +205,10 @@ class Trainer:
         self.shards = [self.dist.rank * cfg.grad_accum + m for m in range(cfg.grad_accum)]
         self.shard_rng = [seeded_rng_state(cfg.seed + s) for s in self.shards]
         self.step = 0
+        # steps since the last metrics.csv row (their loss sums): saved with each checkpoint so
+        # that a resumed run logs the same averages as one never interrupted
+        self.log_sums: dict[str, float] = {}
+        self.log_count = 0
         self.rollbacks = 0
         self.progress = progress
         self.ckpt_root = self.run_dir / "checkpoints"
@@ -250,6 +254,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "batches": self.batches.state(),
             "rng": [state for rank in per_rank for state in rank],  # one entry per shard
+            "log_window": {"sums": dict(self.log_sums), "count": self.log_count},
         }
 
     def restore(self, ckpt: checkpoint.Checkpoint) -> None:
@@ -282,6 +287,8 @@ class Trainer:
             self.shard_rng = [
                 seeded_rng_state(self.cfg.seed + s + 7919 * self.step) for s in self.shards
             ]
+        window = state.get("log_window", {"sums": {}, "count": 0})  # older checkpoints: none
+        self.log_sums, self.log_count = dict(window["sums"]), int(window["count"])
         self.last_checkpoint = ckpt
         log.info("resumed from %s (step %d)", ckpt.path, self.step)
 
@@ -444,8 +451,6 @@ class Trainer:
         if not self.phases:  # fitted by fit_data alone: record it as the whole run
             return self.finish_fitted(fitted)
         self.model.train()
-        sums: dict[str, float] = {}
-        count = 0
         last: dict[str, float] = {}
         bar = tqdm(
             total=cfg.steps,
@@ -463,20 +468,19 @@ class Trainer:
                     except TrainingDiverged as e:
                         if not self.roll_back(e):
                             raise
-                        sums, count = {}, 0
                         bar.reset(total=cfg.steps)
                         bar.update(self.step)
                         continue
                     for k, v in values.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    count += 1
+                        self.log_sums[k] = self.log_sums.get(k, 0.0) + v
+                    self.log_count += 1
                     bar.update(1)
                     if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                        last = {k: v / count for k, v in sums.items()}
+                        last = {k: v / self.log_count for k, v in self.log_sums.items()}
                         if self.logger:
                             self.logger.log(self.step, last)
                         bar.set_postfix({k: f"{v:.4g}" for k, v in list(last.items())[:3]})
-                        sums, count = {}, 0
+                        self.log_sums, self.log_count = {}, 0
                     if self.step % cfg.sample_every == 0 or self.step == cfg.steps:
                         self.save_sample_grid()
                     if cfg.eval_every and (
