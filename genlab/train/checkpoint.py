@@ -58,6 +58,15 @@ def fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def fsync_dir(path: Path) -> None:
+    """Make renames inside `path` durable (a power cut, not only a killed process)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
     """State dict as contiguous CPU tensors (safetensors needs no shared storage)."""
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
@@ -100,6 +109,7 @@ def save(
         pointer.write_text(name + "\n")
         fsync_file(pointer)
         os.replace(pointer, root / "latest")
+        fsync_dir(root)
     finally:
         pointer.unlink(missing_ok=True)
     prune(root, keep)
