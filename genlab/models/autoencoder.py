@@ -21,7 +21,7 @@ from torch import Tensor
 from genlab.data.spec import DataSpec
 from genlab.math.jacobian import jacobian_frobenius_sq
 from genlab.models.base import GenerativeModel
-from genlab.nn import DecoderNet, EncoderNet
+from genlab.nn import DecoderNet, EncoderNet, sync
 from genlab.registry import MODELS
 
 
@@ -88,13 +88,18 @@ class Autoencoder(GenerativeModel):
         if cfg.contractive > 0:
             parts["jacobian"] = jacobian_frobenius_sq(self.encoder, x_in, out=z).mean()
             loss = loss + cfg.contractive * parts["jacobian"]
-        if self.training:
+        if self.training and not sync.later_micro_batch():
             self.track_codes(z.detach())
         return {"loss": loss, **parts}
 
     @torch.no_grad()
     def track_codes(self, z: Tensor) -> None:
-        """Running Gaussian fit N(code_mean, code_cov) of the training codes."""
+        """Running Gaussian fit N(code_mean, code_cov) of the training codes.
+
+        Like batch norm's running statistics it follows the first micro-batch of each step:
+        under DDP rank 0's (its buffers are broadcast), under train.grad_accum micro-batch 0's
+        (genlab.nn.sync), so the split of the global batch does not change it.
+        """
         m = self.cfg.code_momentum
         mean = z.mean(0)
         centred = z - mean

@@ -66,6 +66,7 @@ from genlab.models.adversarial import (
     to_unit_range,
 )
 from genlab.models.base import GenerativeModel, Phase
+from genlab.nn import sync
 from genlab.nn.conv import halvings
 from genlab.nn.gan import Critic, Generator, pack_samples
 from genlab.nn.msg import MSGCritic, MSGGenerator, image_pyramid
@@ -390,18 +391,28 @@ class GAN(GenerativeModel):
     def replay_mix(self, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Replace the first round(replay * B) fakes by buffer draws, then push the new fakes.
 
-        A conditional model replays each stored sample with its stored label.
+        A conditional model replays each stored sample with its stored label. Under
+        train.grad_accum (genlab.nn.sync) every micro-batch of a step draws from the buffer as
+        the step's first one found it and only the first pushes, as every DDP process draws from
+        rank 0's buffer (broadcast) and only rank 0's pushes are kept.
         """
+        later = sync.later_micro_batch()
+        if not later and sync.micro_batch_index() is not None:
+            buffers = (self.replay_x, self.replay_y, self.replay_count)
+            self._replay_start = tuple(t.clone() for t in buffers)  # the step's buffer
+        start = getattr(self, "_replay_start", None) if later else None
+        replay_x, replay_y, count_t = start or (self.replay_x, self.replay_y, self.replay_count)
         b = len(fake)
-        count = int(self.replay_count)
+        count = int(count_t)
         k = min(round(self.cfg.replay * b), b)
         mixed, mixed_labels = fake, labels
         if count > 0 and k > 0:
             idx = torch.randint(count, (k,), device=fake.device)
-            mixed = torch.cat([self.replay_x[idx].to(fake.dtype), fake[k:]])
+            mixed = torch.cat([replay_x[idx].to(fake.dtype), fake[k:]])
             if labels is not None:
-                mixed_labels = torch.cat([self.replay_y[idx], labels[k:]])
-        self.replay_push(fake, labels)
+                mixed_labels = torch.cat([replay_y[idx], labels[k:]])
+        if not later:
+            self.replay_push(fake, labels)
         return mixed, mixed_labels
 
     @torch.no_grad()

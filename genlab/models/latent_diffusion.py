@@ -14,7 +14,8 @@ Latent. z = scale_factor * E(x) with E(x) the encoder mean (VAE) or the code (AE
 `latent_shape` (e.g. a 16-d code as a 1 x 4 x 4 map for the U-Net; () keeps the code's own
 shape, a spatial (C, h, w) one for a convolutional latent). scale_factor = 1 / std(E(x)) over all
 entries of the first training batch (Rombach et al. section 4.3.2 and their code's
-"scale_by_std"), estimated once and stored as a buffer, so the DDPM sees unit-variance latents
+"scale_by_std"; its first micro-batch on rank 0 under DDP or train.grad_accum, see
+genlab.nn.sync), estimated once and stored as a buffer, so the DDPM sees unit-variance latents
 and its N(0, I) prior matches their scale. sample() draws z with the DDPM samplers and returns
 D(z / scale_factor), clamped to the data range.
 
@@ -46,6 +47,7 @@ from genlab.models.autoencoder import Autoencoder, AutoencoderConfig
 from genlab.models.base import Encoder, GenerativeModel
 from genlab.models.ddpm import DDPM, DDPMConfig
 from genlab.models.denoising import build_unet, training_labels
+from genlab.nn.sync import broadcast_
 from genlab.nn.time_mlp import TimeMLP
 from genlab.nn.time_unet import zero_
 from genlab.registry import MODELS
@@ -228,8 +230,12 @@ class LatentDiffusion(GenerativeModel):
 
     @torch.no_grad()
     def estimate_scale(self, x: Tensor) -> None:
-        """scale_factor = 1 / std of the unscaled codes of x (Rombach et al. 4.3.2)."""
-        std = self.first_stage.encode(x).float().std()
+        """scale_factor = 1 / std of the unscaled codes of x (Rombach et al. 4.3.2).
+
+        Under torch.distributed every rank takes rank 0's value (genlab.nn.sync): shard 0 of the
+        global batch, the batch one process with train.grad_accum estimates it on.
+        """
+        std = broadcast_(self.first_stage.encode(x).float().std().reshape(1))
         self.scale_factor.fill_(1.0 / max(float(std), 1e-8))
         self.scale_estimated.fill_(True)
 

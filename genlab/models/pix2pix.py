@@ -30,6 +30,7 @@ from genlab.data.spec import DataSpec
 from genlab.math.gan_losses import critic_loss, generator_loss
 from genlab.models.adversarial import to_data_range, to_unit_range
 from genlab.models.base import GenerativeModel, Phase, adam
+from genlab.nn import sync
 from genlab.nn.patchgan import PatchCritic
 from genlab.nn.unet import UNetGenerator
 from genlab.registry import MODELS
@@ -56,9 +57,13 @@ def register_bank(model: GenerativeModel) -> None:
 
 @torch.no_grad()
 def remember_sources(model: GenerativeModel, source: Tensor) -> None:
-    """Store training sources in the bank until it is full (training mode only)."""
+    """Store training sources in the bank until it is full (training mode only).
+
+    The first micro-batch of each step only (genlab.nn.sync): under DDP the bank is rank 0's
+    (buffers are broadcast from it), under train.grad_accum micro-batch 0's, the same rows.
+    """
     filled = int(model.bank_filled)
-    if not model.training or filled >= BANK:
+    if not model.training or filled >= BANK or sync.later_micro_batch():
         return
     take = source[: BANK - filled].detach()
     model.source_bank[filled : filled + len(take)] = take.to(model.source_bank.dtype)

@@ -50,6 +50,7 @@ from genlab.math.energy import (
     rbm_log_partition_exact,
 )
 from genlab.models.base import GenerativeModel
+from genlab.nn import sync
 from genlab.registry import MODELS
 
 AIS_SEED = 0  # the fixed seed of the AIS generator: the same parameters give the same log Z
@@ -140,13 +141,23 @@ class RBM(GenerativeModel):
         self, v: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """(v_model, recon): k Gibbs steps from the data (CD) or from the persistent chains
-        (PCD; written back in training mode only), and p(v | h) of one step from the data."""
+        (PCD; written back in training mode only), and p(v | h) of one step from the data.
+
+        PCD under train.grad_accum (genlab.nn.sync): every micro-batch of a step runs its
+        chains from where the step's first one started and only the first writes them back, as
+        every DDP process starts from rank 0's chains (broadcast buffers) and only rank 0's
+        update is kept.
+        """
         if not self.cfg.persistent:
             v_recon, recon = self.gibbs(v, 1, generator)
             v_model, _ = self.gibbs(v_recon, self.cfg.k - 1, generator)
             return v_model, recon
-        v_model, _ = self.gibbs(self.chains, self.cfg.k, generator)
-        if self.training:
+        later = self.training and sync.later_micro_batch()
+        if self.training and not later and sync.micro_batch_index() is not None:
+            self._step_chains = self.chains.clone()  # the step's starting chains
+        start = getattr(self, "_step_chains", None) if later else None
+        v_model, _ = self.gibbs(self.chains if start is None else start, self.cfg.k, generator)
+        if self.training and not later:
             self.chains.copy_(v_model)
         _, recon = self.gibbs(v, 1, generator)
         return v_model, recon

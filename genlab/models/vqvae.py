@@ -118,7 +118,9 @@ class VQVAE(GenerativeModel):
         self.recon_loss = cfg.recon if cfg.recon != "auto" else ("bce" if bounded else "mse")
         if self.recon_loss == "bce" and not bounded:
             raise GenlabError(f"model.recon=bce needs data in [0, 1]; {spec.name} is not")
-        self.pending: tuple[Tensor, Tensor] | None = None  # last batch's (z_e, codes)
+        # (z_e, codes) of every training micro-batch since the last autoencoder step:
+        # after_step updates the codebook from all of them (the whole global batch)
+        self.pending: list[tuple[Tensor, Tensor]] = []
 
     @staticmethod
     def check_config(cfg: VQVAEConfig, spec: DataSpec) -> None:
@@ -210,7 +212,7 @@ class VQVAE(GenerativeModel):
             if not self.cfg.ema:
                 loss = loss + codebook
             if self.training:
-                self.pending = (z_e.detach(), q.codes)
+                self.pending.append((z_e.detach(), q.codes))
         k = self.cfg.num_codes
         used = torch.bincount(q.codes.flatten(), minlength=k).gt(0).float().mean()
         return {
@@ -223,10 +225,15 @@ class VQVAE(GenerativeModel):
         }
 
     def after_step(self, phase: str) -> None:
-        """Codebook EMA, usage statistics and dead-code restarts after the autoencoder step."""
-        if phase == "autoencoder" and self.pending is not None:
-            self.quantizer.update(*self.pending)
-        self.pending = None
+        """Codebook EMA, usage statistics and dead-code restarts after the autoencoder step,
+        from the encoder outputs of all its micro-batches (train.grad_accum), which the
+        quantiser gathers over processes: one update per optimiser step from the global batch,
+        for any number of processes and micro-batches."""
+        if phase == "autoencoder" and self.pending:
+            z_e = torch.cat([z for z, _ in self.pending])
+            codes = torch.cat([k for _, k in self.pending])
+            self.quantizer.update(z_e, codes)
+        self.pending = []
 
     # -------------------------------------------------------------------------------- sampling
     @torch.no_grad()

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from genlab.errors import GenlabError
 from genlab.nn.mlp import MLP
+from genlab.nn.sync import broadcast_
 from genlab.nn.time_unet import zero_
 
 
@@ -174,8 +175,10 @@ class ActNorm(Bijection):
     """y = (x + bias) * exp(log_scale) per channel, data-initialised (Glow section 3.1).
 
     The first forward in training mode sets bias = -mean and log_scale = -log(std + 1e-6) of
-    that batch per channel (averaged over processes under torch.distributed, so every rank
-    starts alike); the `initialized` buffer keeps a loaded checkpoint from initialising again.
+    that batch per channel; the `initialized` buffer keeps a loaded checkpoint from initialising
+    again. Under torch.distributed every rank takes rank 0's statistics (genlab.nn.sync): rank 0's
+    first micro-batch is shard 0 of the global batch, the batch one process with
+    train.grad_accum initialises on, so N processes start exactly as one process does.
     """
 
     def __init__(self, channels: int) -> None:
@@ -187,11 +190,9 @@ class ActNorm(Bijection):
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
         dims = [0, *range(2, x.ndim)]
+        x = x.float()  # statistics in float32 under autocast too
         moments = torch.stack([x.mean(dims), (x * x).mean(dims)])  # (2, C)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(moments)
-            moments /= torch.distributed.get_world_size()
-        mean, sq = moments
+        mean, sq = broadcast_(moments.contiguous())  # rank 0's shard-0 statistics everywhere
         std = (sq - mean**2).clamp_min(0).sqrt()
         self.bias.copy_(-mean)
         self.log_scale.copy_(-torch.log(std + 1e-6))

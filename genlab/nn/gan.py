@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from genlab.nn import sync
 from genlab.nn.conv import halvings
 
 ARCHS = ("mlp", "dcgan")  # the model adds the style-based / multi-scale generators later
@@ -228,7 +229,29 @@ class Critic(nn.Module):
 
 
 def apply_spectral_norm(module: nn.Module) -> None:
-    """Spectral normalisation (torch parametrisation) on every Linear / Conv2d inside `module`."""
+    """Spectral normalisation (torch parametrisation) on every Linear / Conv2d inside `module`.
+
+    torch runs one power iteration per training forward, updating the buffers u, v. Under
+    train.grad_accum, `power_iterations_per_step` makes every micro-batch start from the u, v
+    the step's first micro-batch started from, as every DDP process starts from rank 0's
+    buffers: the iterations depend on the weights only, so each micro-batch then normalises
+    with the same sigma as a process of its own would, and all end with the same u, v.
+    """
     for m in list(module.modules()):
         if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
             spectral_norm(m)
+            m.register_forward_pre_hook(power_iterations_per_step)
+
+
+@torch.no_grad()
+def power_iterations_per_step(module: nn.Module, args: object) -> None:
+    """Forward pre-hook of a spectrally normalised layer (see apply_spectral_norm)."""
+    m = sync.micro_batch_index()
+    if m is None or not module.training or not sync.first_call(module):
+        return
+    norm = module.parametrizations.weight[0]
+    if m == 0:
+        module._sn_start = (norm._u.clone(), norm._v.clone())
+    elif getattr(module, "_sn_start", None) is not None:
+        norm._u.copy_(module._sn_start[0])
+        norm._v.copy_(module._sn_start[1])

@@ -20,7 +20,10 @@ exponential moving average of every code's assignments per batch; a code whose u
 `restart_threshold` is re-initialised to a random encoder output of the batch and its usage set
 to the threshold. `usage` starts at 0, so the first update initialises the whole codebook from
 the data. Updates (EMA and restarts) run in `update(z_e, codes)`, which the model calls from its
-`after_step` hook with the last training batch's encoder outputs.
+`after_step` hook with the encoder outputs of the step's training batch (all its micro-batches).
+Under torch.distributed, `update` first gathers every process's z_e and codes (rank order, which
+is shard order: genlab.nn.sync), so the statistics and the restart candidates are those of the
+global batch, exactly as for one process.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
+
+from genlab.nn.sync import broadcast_, distributed, gather_rows
 
 
 class Quantized(NamedTuple):
@@ -99,16 +103,16 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def update(self, z_e: Tensor, codes: Tensor) -> None:
-        """After an optimiser step: usage statistics, EMA codebook (ema=True) and restarts."""
-        z = self.flatten(z_e.detach()).to(self.usage.dtype)  # (N, D)
-        k = codes.flatten()
+        """After an optimiser step: usage statistics, EMA codebook (ema=True) and restarts.
+
+        z_e (B, D, *spatial) and codes (B, *spatial) are this process's rows of the global
+        batch; under torch.distributed they are gathered from every process first.
+        """
+        # the global batch in shard order, identical on every process
+        z = self.flatten(gather_rows(z_e.detach().to(self.usage.dtype)))  # (N, D)
+        k = gather_rows(codes).flatten()
         counts = torch.bincount(k, minlength=self.num_codes).to(z.dtype)  # n_i
         sums = torch.zeros_like(self.codebook).index_add_(0, k, z) if self.ema else None  # s_i
-        distributed = dist.is_available() and dist.is_initialized()
-        if distributed:  # statistics of the global batch, identical on every process
-            dist.all_reduce(counts)
-            if sums is not None:
-                dist.all_reduce(sums)
         g = self.decay
         self.usage.mul_(g).add_(counts, alpha=1 - g)
         if self.ema:
@@ -119,12 +123,12 @@ class VectorQuantizer(nn.Module):
             self.codebook.copy_(self.ema_sum / smoothed[:, None])
         if self.restart_threshold > 0:
             self.restart_dead(z)
-        if distributed:  # restarts draw on each process: rank 0's choice holds everywhere
+        if distributed():  # restarts draw on each process: rank 0's choice holds everywhere
             shared = [self.codebook, self.usage]
             if self.ema:
                 shared += [self.ema_count, self.ema_sum]
             for t in shared:
-                dist.broadcast(t.data, 0)
+                broadcast_(t.data)
 
     @torch.no_grad()
     def restart_dead(self, z: Tensor) -> int:

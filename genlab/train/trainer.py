@@ -37,6 +37,7 @@ from genlab.data.spec import Data
 from genlab.errors import GenlabError, TrainingDiverged, TrainingStopped
 from genlab.metrics.evaluate import evaluate
 from genlab.models.base import FitsData, GenerativeModel
+from genlab.nn.sync import micro_batch
 from genlab.train import checkpoint, distributed
 from genlab.train.ema import EMA
 from genlab.train.logger import Logger
@@ -105,6 +106,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+HOOK_STREAM = 2**40  # seed offset of the after_step stream, far from any shard's
 
 
 def seeded_rng_state(seed: int) -> dict[str, Any]:
@@ -197,13 +201,18 @@ class Trainer:
             # Multi-phase models leave the other phase's parameters without gradients.
             self.net = DistributedDataParallel(model, find_unused_parameters=len(self.phases) > 1)
         if cfg.compile:
-            self.net = torch.compile(self.net)
+            # one batch shape per run: static shapes (a symbolic batch size breaks
+            # torch.randn(shape, generator=...) in the samplers)
+            self.net = torch.compile(self.net, dynamic=False)
         self.batches = BatchStream(
             len(data), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world, cfg.grad_accum
         )
         # this process's shards and their RNG streams (module doc)
         self.shards = [self.dist.rank * cfg.grad_accum + m for m in range(cfg.grad_accum)]
         self.shard_rng = [seeded_rng_state(cfg.seed + s) for s in self.shards]
+        # after_step hooks that draw (codebook restarts) share one stream on every process, so
+        # their draws do not depend on how the batch is split
+        self.hook_rng = seeded_rng_state(cfg.seed + HOOK_STREAM)
         self.step = 0
         # steps since the last metrics.csv row (their loss sums): saved with each checkpoint so
         # that a resumed run logs the same averages as one never interrupted
@@ -254,6 +263,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "batches": self.batches.state(),
             "rng": [state for rank in per_rank for state in rank],  # one entry per shard
+            "hook_rng": self.hook_rng,
             "log_window": {"sums": dict(self.log_sums), "count": self.log_count},
         }
 
@@ -287,6 +297,7 @@ class Trainer:
             self.shard_rng = [
                 seeded_rng_state(self.cfg.seed + s + 7919 * self.step) for s in self.shards
             ]
+        self.hook_rng = state.get("hook_rng", self.hook_rng)  # older checkpoints: none
         window = state.get("log_window", {"sums": {}, "count": 0})  # older checkpoints: none
         self.log_sums, self.log_count = dict(window["sums"]), int(window["count"])
         self.last_checkpoint = ckpt
@@ -346,6 +357,15 @@ class Trainer:
         finally:
             self.shard_rng[m] = rng_state()
 
+    @contextmanager
+    def hook_stream(self) -> Iterator[None]:
+        """torch's global RNG is the after_step stream (the same on every process)."""
+        set_rng_state(self.hook_rng)
+        try:
+            yield
+        finally:
+            self.hook_rng = rng_state()
+
     def load(self, rows: Tensor) -> dict[str, Tensor]:
         batch = self.data.batch(rows)
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -374,7 +394,7 @@ class Trainer:
             for m, rows in enumerate(self.batches.next()):
                 # gradients are all-reduced once, at the last micro-batch
                 sync = self.net.no_sync if m < accum - 1 and self.dist.enabled else nullcontext
-                with self.shard_stream(m), sync():
+                with self.shard_stream(m), sync(), micro_batch(m):
                     batch = self.load(rows)
                     with self.autocast():
                         parts = self.net(batch, phase=phase.name)
@@ -387,7 +407,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(phase.params, self.cfg.grad_clip)
             self.scaler.step(opt)
             self.scaler.update()
-            with self.shard_stream(0):  # hooks that draw (codebook restarts) use shard 0's
+            with self.hook_stream():
                 self.model.after_step(phase.name)
             out = sums
         prefix = "" if len(self.phases) == 1 else f"{phase.name}/"
