@@ -111,6 +111,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
 HOOK_STREAM = 2**40  # seed offset of the after_step stream, far from any shard's
 
 
+@contextmanager
+def rng_stream(streams: list[dict[str, Any]], i: int) -> Iterator[None]:
+    """torch's global RNG is streams[i] inside the block, which then holds where it got to."""
+    set_rng_state(streams[i])
+    try:
+        yield
+    finally:
+        streams[i] = rng_state()
+
+
 def seeded_rng_state(seed: int) -> dict[str, Any]:
     """The RNG state torch.manual_seed(seed) gives, without touching the current one."""
     with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
@@ -212,7 +222,7 @@ class Trainer:
         self.shard_rng = [seeded_rng_state(cfg.seed + s) for s in self.shards]
         # after_step hooks that draw (codebook restarts) share one stream on every process, so
         # their draws do not depend on how the batch is split
-        self.hook_rng = seeded_rng_state(cfg.seed + HOOK_STREAM)
+        self.hook_rng = [seeded_rng_state(cfg.seed + HOOK_STREAM)]
         self.step = 0
         # steps since the last metrics.csv row (their loss sums): saved with each checkpoint so
         # that a resumed run logs the same averages as one never interrupted
@@ -348,24 +358,6 @@ class Trainer:
         dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    @contextmanager
-    def shard_stream(self, m: int) -> Iterator[None]:
-        """torch's global RNG is this process's m-th shard stream inside the block."""
-        set_rng_state(self.shard_rng[m])
-        try:
-            yield
-        finally:
-            self.shard_rng[m] = rng_state()
-
-    @contextmanager
-    def hook_stream(self) -> Iterator[None]:
-        """torch's global RNG is the after_step stream (the same on every process)."""
-        set_rng_state(self.hook_rng)
-        try:
-            yield
-        finally:
-            self.hook_rng = rng_state()
-
     def load(self, rows: Tensor) -> dict[str, Tensor]:
         batch = self.data.batch(rows)
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -393,8 +385,9 @@ class Trainer:
             sums: dict[str, float] = {}
             for m, rows in enumerate(self.batches.next()):
                 # gradients are all-reduced once, at the last micro-batch
-                sync = self.net.no_sync if m < accum - 1 and self.dist.enabled else nullcontext
-                with self.shard_stream(m), sync(), micro_batch(m):
+                last = m == accum - 1
+                defer_sync = self.net.no_sync if self.dist.enabled and not last else nullcontext
+                with rng_stream(self.shard_rng, m), defer_sync(), micro_batch(m):
                     batch = self.load(rows)
                     with self.autocast():
                         parts = self.net(batch, phase=phase.name)
@@ -407,7 +400,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(phase.params, self.cfg.grad_clip)
             self.scaler.step(opt)
             self.scaler.update()
-            with self.hook_stream():
+            with rng_stream(self.hook_rng, 0):
                 self.model.after_step(phase.name)
             out = sums
         prefix = "" if len(self.phases) == 1 else f"{phase.name}/"
