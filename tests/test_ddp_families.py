@@ -6,6 +6,10 @@ a few steps with the same global batch and seed. The Trainer cuts the global bat
 2 shards with the same noise streams either way, so the weights must agree to float rounding
 (gradients summed in another order), and on every rank of the DDP run they must be identical.
 State that legitimately differs is named tensor by tensor in ddp_worker (WHY), with the reason.
+
+The torchrun tests share one xdist group (the test command passes --dist loadgroup), so no two
+launches run at once: twice, with other torchrun jobs running beside them, a gloo worker aborted
+here ("terminate called without an active exception"); alone it did not in 5 launches.
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 # little by a few Adam steps. Observed on this machine: bitwise equal (difference 0).
 TOL = 1e-5
 
-pytestmark = pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH"),
+    pytest.mark.xdist_group("torchrun"),  # never beside another torchrun launch (module doc)
+]
 
 
 def run_worker(launcher: list[str], out: Path, accum: int) -> dict:
