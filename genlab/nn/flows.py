@@ -190,7 +190,8 @@ class ActNorm(Bijection):
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
         dims = [0, *range(2, x.ndim)]
-        x = x.float()  # statistics in float32 under autocast too
+        # statistics in at least float32 (bf16/fp16 under autocast), float64 kept as it is
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
         moments = torch.stack([x.mean(dims), (x * x).mean(dims)])  # (2, C)
         mean, sq = broadcast_(moments.contiguous())  # rank 0's shard-0 statistics everywhere
         std = (sq - mean**2).clamp_min(0).sqrt()
