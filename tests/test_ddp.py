@@ -32,33 +32,29 @@ ARGS = [
 ]
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
-def test_two_processes_match_one(tmp_path) -> None:
-    one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run(
-        [sys.executable, "-m", "genlab", *ARGS, "--out", str(one)],
-        check=True,
-        env=SUBPROCESS_ENV,
-        timeout=300,
-        capture_output=True,
+def launch(*args: str, procs: int = 1) -> subprocess.CompletedProcess:
+    """`genlab ARGS` in one process or under torchrun with `procs`; it must succeed."""
+    launcher = (
+        [sys.executable]
+        if procs == 1
+        else ["torchrun", "--standalone", f"--nproc_per_node={procs}"]
     )
     proc = subprocess.run(
-        [
-            "torchrun",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "genlab",
-            *ARGS,
-            "--out",
-            str(two),
-        ],
+        [*launcher, "-m", "genlab", *args],
         env=SUBPROCESS_ENV,
         timeout=300,
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+def test_two_processes_match_one(tmp_path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    launch(*ARGS, "--out", str(one))
+    proc = launch(*ARGS, "--out", str(two), procs=2)
     a = load_file(str(one / "checkpoints" / "step_000020" / "model.safetensors"))
     b = load_file(str(two / "checkpoints" / "step_000020" / "model.safetensors"))
     params = [k for k in a if not k.startswith("code_")]  # code_* are per-rank running stats
@@ -75,15 +71,7 @@ def test_fitted_baseline_under_two_processes(tmp_path) -> None:
     fit on every rank, one checkpoint from rank 0."""
     out = tmp_path / "gmm"
     args = ["train", "gmm", "--data", "moons", "train.steps=1", "data.limit=256"]
-    proc = subprocess.run(
-        ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "genlab", *args]
-        + ["model.components=3", "--no-progress", "--out", str(out)],
-        env=SUBPROCESS_ENV,
-        timeout=300,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = launch(*args, "model.components=3", "--no-progress", "--out", str(out), procs=2)
     weights = load_file(str(out / "checkpoints" / "step_000001" / "model.safetensors"))
     assert weights["means"].abs().sum() > 0  # fitted, not the unfitted standard normal
     assert proc.stdout.count("trained gmm") == 1
@@ -106,19 +94,7 @@ VAE = [
 
 
 def genlab_run(out, *args: str, procs: int = 1) -> None:
-    launcher = (
-        [sys.executable]
-        if procs == 1
-        else ["torchrun", "--standalone", f"--nproc_per_node={procs}"]
-    )
-    proc = subprocess.run(
-        [*launcher, "-m", "genlab", *VAE, *args, "--out", str(out)],
-        env=SUBPROCESS_ENV,
-        timeout=300,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    launch(*VAE, *args, "--out", str(out), procs=procs)
 
 
 def assert_same_weights(a, b, step: int) -> None:
