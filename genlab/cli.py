@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from genlab import config as config_mod
 from genlab.atomic import atomic_write
-from genlab.errors import GenlabError
+from genlab.config import DEVICE
+from genlab.errors import GenlabError, first_line
 from genlab.registry import DATASETS, METRICS, MODELS, SAMPLERS
 
 
@@ -25,12 +28,61 @@ class Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line with exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise GenlabError(f"{self.prog}: {message} (see --help)")
+        # "genlab: error: sample: argument -n: ..." (the prefix already says genlab)
+        command = self.prog.partition(" ")[2]
+        where = f"{command}: " if command else ""
+        raise GenlabError(f"{where}{message} (see --help)")
+
+
+MAX_COUNT = 2**31 - 1  # sample sizes, pairs, steps: beyond this torch cannot even index them
+SEED_RANGE = (-(2**63), 2**64)  # what torch.Generator.manual_seed accepts
+
+
+def parsed(text: str, convert: Callable[[str], Any], what: str) -> Any:
+    """`convert(text)`, or argparse's one-line refusal naming what was expected."""
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def count(text: str) -> int:
+    """argparse type: an integer in 1..MAX_COUNT (sizes that torch must allocate or loop over)."""
+    value = parsed(text, int, "an integer")
+    if not 1 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be a positive integer <= {MAX_COUNT}; got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type: a random seed that torch accepts."""
+    value = parsed(text, int, "an integer")
+    if not SEED_RANGE[0] <= value < SEED_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"must be in [-2**63, 2**64); got {value}")
+    return value
+
+
+def finite(text: str) -> float:
+    """argparse type: a finite float (nan or inf would silently give NaN samples)."""
+    value = parsed(text, float, "a number")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite; got {text}")
+    return value
+
+
+def device(text: str) -> str:
+    """argparse type: auto, cpu, cuda or cuda:N (torch.device would raise on anything else)."""
+    if not DEVICE.match(text):
+        raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda or cuda:N; got {text!r}")
+    return text
 
 
 def add_device(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     p.add_argument(
-        "--device", default=default, help=f"cpu, cuda, cuda:N or auto (default {default})"
+        "--device",
+        type=device,
+        default=default,
+        help=f"cpu, cuda, cuda:N or auto (default {default})",
     )
 
 
@@ -42,13 +94,13 @@ def add_eval_options(p: argparse.ArgumentParser, metrics_help: str = "") -> None
     )
     p.add_argument(
         "--n",
-        type=int,
+        type=count,
         help="sample size: generated samples and test examples (default: each metric's protocol)",
     )
     p.add_argument(
-        "--k", type=int, default=100, help="importance samples for IWAE bounds (default 100)"
+        "--k", type=count, default=100, help="importance samples for IWAE bounds (default 100)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument(
         "--inception-weights",
         metavar="PATH",
@@ -96,15 +148,15 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("sample", help="draw samples: a PNG grid (.png) or an array file (.npz)")
     p.add_argument("run", help="run directory")
-    p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("-n", type=count, default=64, help="number of samples (default 64)")
     p.add_argument(
-        "--seed", type=int, default=0, help="random seed (same run, n, seed -> same samples)"
+        "--seed", type=seed, default=0, help="random seed (same run, n, seed -> same samples)"
     )
     p.add_argument("--out", required=True, help="output file: .png or .npz")
     p.add_argument("--sampler", help="sampler name, for models that have several")
-    p.add_argument("--steps", type=int, help="sampler steps")
+    p.add_argument("--steps", type=count, help="sampler steps")
     p.add_argument("--class", dest="label", type=int, help="class to sample (conditional models)")
-    p.add_argument("--guidance", type=float, help="guidance weight (guided models)")
+    p.add_argument("--guidance", type=finite, help="guidance weight (guided models)")
     add_device(p)
 
     p = sub.add_parser("evaluate", help="held-out metrics: prints a table and writes RUN/eval.json")
@@ -130,21 +182,21 @@ def build_parser() -> Parser:
         "(image-to-image models)",
     )
     p.add_argument("run")
-    p.add_argument("-n", type=int, default=32)
+    p.add_argument("-n", type=count, default=32)
     p.add_argument("--out", required=True, help="output PNG")
     add_device(p)
 
     p = sub.add_parser("interpolate", help="decoded latent interpolations between test examples")
     p.add_argument("run")
-    p.add_argument("--pairs", type=int, default=8)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairs", type=count, default=8)
+    p.add_argument("--steps", type=count, default=10)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", required=True, help="output PNG")
     add_device(p)
 
     p = sub.add_parser("manifold", help="the 2-D latent manifold plot (models with latent_dim=2)")
     p.add_argument("run")
-    p.add_argument("--side", type=int, default=15)
+    p.add_argument("--side", type=count, default=15)
     p.add_argument("--out", required=True, help="output PNG")
     add_device(p)
 
@@ -211,8 +263,6 @@ def cmd_sample(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.suffix not in (".png", ".npz"):
         raise GenlabError(f"--out must end in .png or .npz; got {out.name}")
-    if args.n <= 0:
-        raise GenlabError(f"-n must be positive; got {args.n}")
     run = load(args)
     model = run.model
     kw = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance)) if v is not None}
@@ -298,9 +348,16 @@ def test_examples(run, n: int, seed: int = 0):  # -> (x, y)
     return split["x"][idx], (split["y"][idx] if "y" in split else None)
 
 
+def png_out(path: str) -> None:
+    """Figures are PNG files: refuse another name before any work (or a name-less path)."""
+    if Path(path).suffix.lower() != ".png":
+        raise GenlabError(f"--out must end in .png; got {path!r}")
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     from genlab.viz.figures import reconstructions
 
+    png_out(args.out)
     run = load(args)
     x, y = test_examples(run, args.n)
     print(f"wrote {reconstructions(run.model, x, y, args.out)}")
@@ -309,6 +366,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 def cmd_interpolate(args: argparse.Namespace) -> None:
     from genlab.viz.figures import interpolations, require_encoder
 
+    png_out(args.out)
     run = load(args)
     require_encoder(run.model, "interpolate")
     x, y = test_examples(run, 2 * args.pairs, args.seed)
@@ -320,6 +378,7 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
 def cmd_manifold(args: argparse.Namespace) -> None:
     from genlab.viz.figures import latent_manifold
 
+    png_out(args.out)
     print(f"wrote {latent_manifold(load(args).model, args.out, args.side)}")
 
 
@@ -342,6 +401,13 @@ COMMANDS = {
 }
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """A failed allocation: MemoryError, torch's OutOfMemoryError, or its CPU allocator's error."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    return "can't allocate memory" in str(e) or "out of memory" in str(e).lower()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
@@ -356,10 +422,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=logging.INFO if args.verbose else logging.WARNING,
             format="%(message)s",
             stream=sys.stderr,
+            force=True,  # main() may run more than once in a process (tests, notebooks)
         )
         if not args.command:
             parser.print_help()
-            return 2
+            raise GenlabError("no command given; choose one of the commands above")
         COMMANDS[args.command](args)
         return 0
     except GenlabError as e:
@@ -370,6 +437,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except OSError as e:  # unreadable/unwritable paths are bad input, not bugs
         print(f"genlab: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        # A request too large for this machine (-n, batch or model size) is bad input; any
+        # other RuntimeError is a bug and keeps its traceback.
+        if not out_of_memory(e):
+            raise
+        first = first_line(e)
+        print(
+            f"genlab: error: out of memory ({first}); ask for fewer samples or a smaller model",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("genlab: interrupted", file=sys.stderr)

@@ -49,6 +49,16 @@ def read_report(run_dir: Path) -> Report:
         extra = {}
     except ValueError as e:
         raise GenlabError(f"{path} is not valid JSON ({e})") from None
+    # Files of a run may be edited or crafted: check the shapes before the page uses them.
+    if not isinstance(values, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) or v is None
+        for v in values.values()
+    ):
+        raise GenlabError(f"{path} is not a genlab eval.json ({{metric: number or null}})")
+    if not isinstance(extra, dict) or not all(
+        isinstance(extra.get(part, {}), dict) for part in ("notes", "skipped")
+    ):
+        raise GenlabError(f"{run_dir / EVAL_NOTES} is not a genlab evaluation notes file")
     return Report(values, extra.get("notes", {}), extra.get("skipped", {}))
 
 

@@ -8,6 +8,9 @@ name the closest valid keys. The resolved config is saved with the run as config
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -18,7 +21,7 @@ import yaml
 
 from genlab.atomic import atomic_write
 from genlab.data.load import DataConfig
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, first_line
 from genlab.registry import MODELS, unknown
 
 
@@ -74,6 +77,23 @@ class RunConfig:
         write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
+INT64 = (-(2**63), 2**63)  # what torch and numpy can hold; beyond it every use would overflow
+SEED_MAX = 2**32  # train.seed: numpy's seed range (the Trainer also derives seeds from it)
+MAX_SAMPLES = 10_000  # train.num_samples: examples in one sample grid
+DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+# Values echoed in messages are shortened: a YAML alias bomb ([*a, *a, ...] nine levels deep)
+# is a few hundred bytes that repr() would expand to gigabytes.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 2, 4, 4, 4
+_SHORT.maxstring, _SHORT.maxlong, _SHORT.maxother = 60, 40, 60
+
+
+def show(value: Any) -> str:
+    """repr(value), bounded in length and depth, for error messages."""
+    return _SHORT.repr(value)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(text)
@@ -86,8 +106,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise GenlabError(f"config file not found: {p}")
     try:
         raw = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except RecursionError:
+        raise GenlabError(f"cannot read config {p}: nested too deeply") from None
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: bad UTF-8, ints of > 4300 digits
+        first = first_line(e)
         raise GenlabError(f"cannot read config {p}: {first}") from None
     if raw is None:
         return {}
@@ -99,11 +121,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def parse_override(item: str) -> tuple[str, Any]:
     """`section.key=value` -> ("section.key", value parsed as YAML scalar)."""
     if "=" not in item:
-        raise GenlabError(f"expected key=value, got {item!r}")
+        raise GenlabError(f"expected key=value, got {show(item)}")
     key, text = item.split("=", 1)
     try:
         value = yaml.safe_load(text) if text != "" else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # not YAML: the text itself
         value = text
     return key.strip(), value
 
@@ -150,7 +172,9 @@ def resolve(
         raise GenlabError(
             "no model given: name one (genlab train MODEL) or set model.name in --config"
         )
-    entry = MODELS.entry(str(model_name))
+    if not isinstance(model_name, str):
+        raise GenlabError(f"model.name must be a string; got {show(model_name)}")
+    entry = MODELS.entry(model_name)
     model_fields = {**entry.defaults}
     sections: dict[str, dict[str, Any]] = {"model": model_fields, "data": {}, "train": {}}
     for key, value in flat.items():
@@ -203,10 +227,12 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 return coerce(value, arg, key)
             except GenlabError as e:
                 errors.append(str(e))
-        raise GenlabError(errors[0] if errors else f"{key}: bad value {value!r}")
+        raise GenlabError(errors[0] if errors else f"{key}: bad value {show(value)}")
     if origin is Literal:
         if value not in args:
-            raise GenlabError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+            raise GenlabError(
+                f"{key} must be one of {', '.join(map(str, args))}; got {show(value)}"
+            )
         return value
     if origin in (tuple, list):
         item_tp = args[0] if args else Any
@@ -223,21 +249,31 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not INT64[0] <= value < INT64[1]:
+                raise GenlabError(f"{key} must fit in 64 bits; got {show(value)}")
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
+            except OverflowError:  # an int too large for a float
+                raise GenlabError(f"{key} is too large; got {show(value)}") from None
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # no setting means nan or inf; it would surface later
+                raise GenlabError(f"{key} must be a finite number; got {number}")
+            return number
     elif tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     else:
         raise TypeError(f"unsupported config type {tp} for {key}")
-    raise GenlabError(f"{key} must be {tp.__name__}; got {value!r}")
+    raise GenlabError(f"{key} must be {tp.__name__}; got {show(value)}")
 
 
 def check_train(cfg: TrainConfig) -> None:
@@ -262,5 +298,16 @@ def check_train(cfg: TrainConfig) -> None:
         raise GenlabError(f"train.max_rollbacks must be >= 0; got {cfg.max_rollbacks}")
     if not 0.0 <= cfg.ema < 1.0:
         raise GenlabError(f"train.ema must be in [0, 1); got {cfg.ema}")
-    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
-        raise GenlabError(f"train.device must be auto, cpu or cuda[:N]; got {cfg.device!r}")
+    if not DEVICE.match(cfg.device):
+        raise GenlabError(f"train.device must be auto, cpu, cuda or cuda:N; got {show(cfg.device)}")
+    if not 0 <= cfg.seed < SEED_MAX:
+        raise GenlabError(f"train.seed must be in 0..{SEED_MAX - 1}; got {cfg.seed}")
+    if not 0 <= cfg.num_samples <= MAX_SAMPLES:
+        raise GenlabError(f"train.num_samples must be in 0..{MAX_SAMPLES}; got {cfg.num_samples}")
+    for name in ("eval_every", "keep_checkpoints"):
+        if getattr(cfg, name) < 0:
+            raise GenlabError(f"train.{name} must be >= 0; got {getattr(cfg, name)}")
+    if cfg.eval_every and cfg.eval_n < 2:
+        raise GenlabError(f"train.eval_n must be at least 2; got {cfg.eval_n}")
+    if not 0.0 <= cfg.grad_clip < float("inf"):
+        raise GenlabError(f"train.grad_clip must be >= 0 and finite; got {cfg.grad_clip}")

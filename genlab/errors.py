@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when it has none), shortened:
+    what a one-line message quotes of a library's error."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+
+
 class GenlabError(Exception):
     """A user-facing error: bad input, missing files, divergence. The CLI prints it on one line."""
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,54 @@ from genlab.data.spec import Data, DataSpec  # noqa: E402
 
 # Child processes (CLI, torchrun) get one thread each: tests run two workers on two cores.
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+@dataclasses.dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@contextlib.contextmanager
+def working_directory(path: Path | None) -> Iterator[None]:
+    """chdir for the block (contextlib.chdir needs Python 3.11)."""
+    before = os.getcwd()
+    if path is not None:
+        os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def run_cli(argv: list[object], cwd: Path | None = None) -> Outcome:
+    """genlab.cli.main in-process; SystemExit (argparse --help) gives its code. `cwd`: a scratch
+    directory, so a default `runs/...` output never lands in the checkout."""
+    from genlab.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with working_directory(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return Outcome(code, out.getvalue(), err.getvalue())
+
+
+def cli(*argv: object) -> tuple[int, str]:
+    """genlab.cli.main in-process: (exit code, stderr)."""
+    outcome = run_cli(list(argv))
+    return outcome.code, outcome.stderr
+
+
+def one_line(rc: int, stderr: str) -> str:
+    """The CLI contract for bad input: exit 2 and exactly one `genlab: error:` line; returns it."""
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1, (rc, stderr[:2000])
+    assert lines[0].startswith("genlab: error: "), lines[0]
+    return lines[0]
 
 
 def tiny_data(kind: str, n: int = 64, seed: int = 0) -> Data:

@@ -168,6 +168,10 @@ def test_reconstruct_interpolate_manifold(digits_run: Path, toy_run: Path, tmp_p
         (["train", "vae", "--data", "ring8", "train.eval_metrics=w1,fdi"], "unknown metric"),
         (["compare", "/no/such/run", "--report", "r.html"], "not a genlab run"),
         (["frobnicate"], "invalid choice"),
+        (["sample", "/no/such/run", "-n", "0", "--out", "x.png"], "error: sample: argument -n"),
+        (["train", "vae", "--data", "ring8", "train.lr=inf"], "train.lr must be a finite"),
+        (["train", "ae", "--data", "ring8", "model.code_momentum=1.5"], "model.code_momentum"),
+        (["train", "ddpm", "--data", "ring8", "model.emb_dim=1"], "dim >= 2"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str, tmp_path: Path) -> None:

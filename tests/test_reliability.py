@@ -251,6 +251,45 @@ def test_nan_in_the_data_stops_at_the_first_batch_holding_it(tmp_path: Path) -> 
         assert checkpoint.latest(tmp_path / "checkpoints").step == first - 1
 
 
+def test_a_new_run_diverging_before_any_checkpoint_leaves_nothing(tmp_path: Path) -> None:
+    """No checkpoint yet: the directory could neither sample nor resume, and would block
+    `genlab train` with the same --out; the message names it as removed."""
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=rf"at step \d+.*; removed {out}$"):
+        train(tiny_vae(20, "train.lr=1e30"), out, progress=False)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no .tmp-discard-* left either
+
+
+def test_a_directory_the_user_made_is_never_removed(tmp_path: Path) -> None:
+    """An --out that existed before the run (e.g. holding other files) is left as it is."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(TrainingDiverged) as info:
+        train(tiny_vae(20, "train.lr=1e30"), out, progress=False)
+    assert "removed" not in str(info.value)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_run_diverging_after_a_checkpoint_is_kept(tmp_path: Path, monkeypatch) -> None:
+    """With a checkpoint (the last good step) the run directory stays, ready for --resume."""
+    from genlab.models.vae import VAE
+
+    forward = VAE.forward
+
+    def nan_from_step_7(self, batch, phase="main"):
+        out = forward(self, batch, phase)
+        return {**out, "loss": out["loss"] * math.nan} if self.step >= 7 else out
+
+    monkeypatch.setattr(VAE, "forward", nan_from_step_7)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="at step 8") as info:
+        train(tiny_vae(20), out, progress=False)
+    assert "removed" not in str(info.value)
+    assert checkpoint.latest(out / "checkpoints").step == 5
+
+
 # ------------------------------------------------------------------- runs that point outside
 @pytest.fixture
 def small_run(tmp_path: Path) -> Path:

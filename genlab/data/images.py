@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gzip
 import math
+import warnings
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -41,6 +43,7 @@ _IDX_DTYPES = {
     0x0E: np.dtype(">f8"),
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+PIL_FORMATS = ("PNG", "JPEG")  # the only decoders folder: datasets use
 _GREY_MODES = ("1", "L", "LA")
 
 
@@ -182,18 +185,35 @@ def mnist(root: str = "") -> Data:
 # --------------------------------------------------------------------------- folder:PATH
 
 
-def _image_files(folder: Path) -> list[Path]:
+def _listdir(folder: Path, what: str) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as e:
+        raise GenlabError(f"{what}: cannot list {folder}: {e.strerror or e}") from None
+
+
+def _image_files(folder: Path, what: str) -> list[Path]:
+    """Files named *.png/*.jpg/*.jpeg; broken links and special files count too (and are then
+    refused when read), so an unreadable image is reported rather than silently skipped."""
     return sorted(
         p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        for p in _listdir(folder, what)
+        if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
     )
 
 
 def _read_image(path: Path) -> np.ndarray:
     """One image as uint8 (H, W) for grey or (H, W, 3) for colour; alpha is dropped."""
+    if not path.is_file():  # a broken link, a FIFO (which would block), a device
+        raise GenlabError(f"cannot read image {path}: not a regular file (or a broken link)")
     try:
-        with Image.open(path) as im:
+        # Only the PNG and JPEG decoders: whatever the name says, Pillow would otherwise pick a
+        # decoder by content, and some (EPS) run an external program (Ghostscript).
+        # A decompression bomb (a small file declaring a huge size) is an error, not a warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path, formats=PIL_FORMATS)
+        with im:
             im.load()
             if im.mode == "P":  # palette: grey only if the palette is
                 im = im.convert("RGB")
@@ -206,7 +226,11 @@ def _read_image(path: Path) -> np.ndarray:
             return np.asarray(im.convert("RGB"))
     except GenlabError:
         raise
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise GenlabError(f"cannot read image {path}: not a PNG or JPEG image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise GenlabError(f"cannot read image {path}: too large ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise GenlabError(f"cannot read image {path}: {e}") from None
 
 
@@ -216,12 +240,17 @@ def load_folder(path: str) -> Data:
     what = f"folder:{path}"
     if not folder.is_dir():
         raise GenlabError(f"{what}: {folder} is not a directory")
-    loose = _image_files(folder)
-    classes = [
-        (d, files)
-        for d in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if (files := _image_files(d))
-    ]
+    loose = _image_files(folder, what)
+    subdirs = sorted(p for p in _listdir(folder, what) if p.is_dir() and not p.name.startswith("."))
+    found = [(d, _image_files(d, what)) for d in subdirs]
+    classes = [(d, files) for d, files in found if files]
+    empty = [d for d, files in found if not files]
+    if classes and not loose and empty:
+        # Class ids follow the sorted folder names: skipping an empty one would shift them.
+        raise GenlabError(
+            f"{what}: class folder {empty[0]} has no {'/'.join(IMAGE_SUFFIXES)} images; "
+            "add images or remove it"
+        )
     if loose and classes:
         raise GenlabError(
             f"{what}: images both directly in {folder} (e.g. {loose[0].name}) and in class "
@@ -268,6 +297,10 @@ def load_npz(path: str) -> Data:
     if not file.is_file():
         raise GenlabError(f"{what}: file not found: {file}")
     try:
+        with open(file, "rb") as f:
+            # np.load would take a plain .npy, or try a pickle on anything else: zip only.
+            if not zipfile.is_zipfile(f):
+                raise GenlabError(f"{what}: {file} is not an .npz (zip) archive")
         # allow_pickle=False: an .npz must never run code on load.
         with np.load(file, allow_pickle=False) as npz:
             if "x" not in npz.files:
@@ -278,10 +311,14 @@ def load_npz(path: str) -> Data:
             y = npz["y"] if "y" in npz.files else None
     except GenlabError:
         raise
-    except AttributeError:  # a plain .npy gives an ndarray, which is no context manager
-        raise GenlabError(f"{what}: {file} is not an .npz archive") from None
-    except (OSError, ValueError, EOFError, zlib.error) as e:
+    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as e:
         raise GenlabError(f"{what}: cannot read {file}: {e}") from None
+    except MemoryError:  # a header declaring a shape far larger than the file
+        raise GenlabError(f"{what}: {file} declares arrays too large to load (corrupt?)") from None
+    for name, arr in (("x", x), ("y", y)):
+        # NpzFile hands back the raw bytes of a member that is not a .npy array
+        if arr is not None and not isinstance(arr, np.ndarray):
+            raise GenlabError(f"{what}: {name} in {file} is not a .npy array")
 
     if x.ndim not in (2, 3, 4) or len(x) < 2 or 0 in x.shape:
         raise GenlabError(
@@ -313,6 +350,13 @@ def load_npz(path: str) -> Data:
         if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
             raise GenlabError(f"{what}: y must hold non-negative integer labels, got {y.dtype}")
         num_classes = int(y.max()) + 1
+        # Class ids are 0..K-1; K beyond the number of examples means ids that are not
+        # dense (and a class embedding or classifier head of K rows would be allocated).
+        if num_classes > len(y):
+            raise GenlabError(
+                f"{what}: y has labels up to {num_classes - 1} but only {len(y)} examples; "
+                "labels must be class ids 0..K-1"
+            )
     train, test = fixed_split(len(x), what)
     spec = DataSpec(what, tuple(x.shape[1:]), value_range, num_classes, levels)
     return _to_data(spec, x, y, train, test, scale)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -25,6 +26,39 @@ class DataSpec:
     value_range: tuple[float, float] | None = None
     num_classes: int = 0
     discrete_levels: int | None = None
+
+    def __post_init__(self) -> None:
+        # A spec also comes from a run's spec.json, which may be edited or crafted: wrong types
+        # here would only fail later, deep inside a network constructor, with a traceback.
+        if not isinstance(self.name, str):
+            raise TypeError(f"DataSpec.name must be a string; got {self.name!r:.80}")
+        if (
+            not isinstance(self.shape, tuple)
+            or len(self.shape) not in (1, 3)
+            or not all(_is_int(d) and d > 0 for d in self.shape)
+        ):
+            raise ValueError(
+                f"DataSpec.shape must be (D,) or (C, H, W) of positive ints; got {self.shape!r:.80}"
+            )
+        if self.value_range is not None:
+            vr = self.value_range
+            if not (
+                isinstance(vr, tuple)
+                and len(vr) == 2
+                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in vr)
+                and vr[0] < vr[1]
+            ):
+                raise ValueError(
+                    f"DataSpec.value_range must be None or finite (low, high); got {vr!r:.80}"
+                )
+        classes = self.num_classes
+        if not (_is_int(classes) and classes >= 0):
+            raise ValueError(f"DataSpec.num_classes must be an int >= 0; got {classes!r:.80}")
+        levels = self.discrete_levels
+        if levels is not None and not (_is_int(levels) and levels >= 2):
+            raise ValueError(
+                f"DataSpec.discrete_levels must be None or an int >= 2; got {levels!r:.80}"
+            )
 
     @property
     def is_image(self) -> bool:
@@ -94,3 +128,8 @@ class Data:
         """A whole split as one batch dict (test already binarised/dequantised once)."""
         x, y = (self.x_test, self.y_test) if name == "test" else (self.x_train, self.y_train)
         return {"x": x} if y is None else {"x": x, "y": y}
+
+
+def _is_int(value: object) -> bool:
+    """A Python or numpy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -321,8 +321,8 @@ def evaluate(
     names = list(metrics) if metrics else list(DEFAULT)
     for name in names:
         METRICS.entry(name)  # unknown names fail before any work
-    if n is not None and n <= 0:
-        raise GenlabError(f"--n must be positive; got {n}")
+    if n is not None and n < 2:  # spreads and kernel bandwidths need two points
+        raise GenlabError(f"--n must be at least 2; got {n}")
     if k <= 0:
         raise GenlabError(f"--k must be positive; got {k}")
     ctx = Context(model, data, n, k, seed, inception_weights)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from genlab.config import build_dataclass
 from genlab.data.spec import DataSpec
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, first_line
 
 # Importing a model module registers its models.
 from genlab.models import (  # noqa: F401
@@ -41,6 +42,8 @@ from genlab.models.base import (
 )
 from genlab.registry import MODELS
 
+log = logging.getLogger(__name__)
+
 
 def build(name: str, spec: DataSpec, **cfg: Any) -> GenerativeModel:
     """Model `name` for data `spec`; keyword arguments are its config fields (type-checked)."""
@@ -52,7 +55,17 @@ def build(name: str, spec: DataSpec, **cfg: Any) -> GenerativeModel:
             f"{spec.name} is {kind} data ({spec.describe()})"
         )
     config = build_dataclass(entry.obj.config_class, {**entry.defaults, **cfg}, "model")
-    return entry.obj(config, spec)
+    try:
+        return entry.obj(config, spec)
+    except GenlabError:
+        raise
+    except (ValueError, TypeError, IndexError, ArithmeticError, RuntimeError) as e:
+        # Networks raise ValueError for shapes they cannot take, torch refuses negative sizes:
+        # here the numbers are the user's model.* values, so this is bad input, not a bug.
+        # (`genlab -v` logs the traceback.)
+        log.debug("building model %s failed", name, exc_info=True)
+        first = first_line(e)
+        raise GenlabError(f"model {name} cannot be built with this config: {first}") from None
 
 
 __all__ = [

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genlab.data.spec import DataSpec
+from genlab.errors import GenlabError
 from genlab.math.jacobian import jacobian_frobenius_sq
 from genlab.models.base import GenerativeModel
 from genlab.nn import DecoderNet, EncoderNet, sync
@@ -49,6 +50,8 @@ class Autoencoder(GenerativeModel):
 
     def __init__(self, cfg: AutoencoderConfig, spec: DataSpec) -> None:
         super().__init__(cfg, spec)
+        if not 0.0 <= cfg.code_momentum < 1.0:  # 1 would never learn the codes, > 1 diverges
+            raise GenlabError(f"model.code_momentum must be in [0, 1); got {cfg.code_momentum}")
         nets = dict(arch=cfg.arch, hidden=cfg.hidden, channels=cfg.channels)
         self.encoder = EncoderNet(spec, cfg.latent_dim, **nets)
         self.decoder = DecoderNet(cfg.latent_dim, spec, **nets)

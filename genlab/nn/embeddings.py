@@ -89,6 +89,8 @@ class TimeEmbedding(nn.Module):
         super().__init__()
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        if dim < 2:  # checked here too, so a bad width fails when the model is built
+            raise ValueError(f"time embedding needs dim >= 2, got {dim}")
         out_dim = out_dim or 4 * dim
         self.dim, self.out_dim = dim, out_dim
         self.num_classes = num_classes

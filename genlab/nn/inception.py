@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, first_line
 from genlab.nn.weights import check_state_dict
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -273,7 +273,7 @@ def _read_state_dict(path: Path) -> Mapping[str, object]:
             "is corrupt); no code from the file was run"
         )
     except Exception as e:  # corrupt, truncated, not a weights file
-        first = (str(e).strip().splitlines() or [""])[0][:200]
+        first = first_line(e, 200)
         reason = f"corrupt or not a weights file ({type(e).__name__}: {first})"
     raise GenlabError(
         f"cannot read Inception weights {path} (expected a torch or .safetensors state dict, "

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, first_line
 from genlab.nn.weights import check_state_dict
 
 
@@ -84,7 +84,7 @@ class TextureFeatures(nn.Module):
         try:
             found = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
-            first = (str(e).strip().splitlines() or [""])[0][:200]
+            first = first_line(e, 200)
             raise GenlabError(f"cannot read texture feature weights {path}: {first}") from None
         check_state_dict(
             self.file_state(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, first_line
 from genlab.nn.weights import check_state_dict
 
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
@@ -178,22 +179,30 @@ def load_weights(model: nn.Module, path: Path) -> None:
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise GenlabError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
+        raise GenlabError(f"cannot read weights {path}: {first_line(e)}") from None
+    expected = model.state_dict()
     check_state_dict(
-        model.state_dict(),
+        expected,
         state,
         f"weights {path}",
         "this model",
         hint="different image size, channels or config?",
     )
+    for key, value in state.items():  # genlab writes the model's own dtypes; a cast would hide it
+        if value.dtype != expected[key].dtype:
+            raise GenlabError(
+                f"weights {path}: {key} is {value.dtype} in the file but "
+                f"{expected[key].dtype} in this model (not a checkpoint of this model)"
+            )
     model.load_state_dict(state)
 
 
 def load_trainer_state(ckpt: Checkpoint) -> dict[str, Any]:
+    path = ckpt.path / "trainer.pt"
     try:
-        return torch.load(ckpt.path / "trainer.pt", map_location="cpu", weights_only=True)
-    except Exception as e:  # any unpickling failure means a bad file; never execute it
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise GenlabError(
-            f"cannot read trainer state {ckpt.path / 'trainer.pt'}: {first}"
-        ) from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's text suggests weights_only=False: never say that
+        reason = "it holds objects other than tensors and plain data; none of its code was run"
+    except Exception as e:  # any other failure means a bad file; never execute it
+        reason = first_line(e)
+    raise GenlabError(f"cannot read trainer state {path}: {reason}")

@@ -25,7 +25,7 @@ from genlab import models
 from genlab.config import RunConfig, read_yaml, resolve, write_text_atomic
 from genlab.data import load_config
 from genlab.data.spec import Data, DataSpec
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, TrainingDiverged, first_line
 from genlab.models.base import FitsData, GenerativeModel
 from genlab.registry import METRICS
 from genlab.train import checkpoint, distributed
@@ -141,6 +141,27 @@ def train_first_stage(cfg: RunConfig, run_dir: Path, progress: bool) -> RunConfi
     return dataclasses.replace(cfg, model_cfg=model_cfg)
 
 
+def check_optimizers(model: GenerativeModel, cfg: RunConfig) -> None:
+    """Build each phase's optimiser once: torch checks its settings (model.beta1=nan, a negative
+    lr) only then, and the Trainer builds them after the run directory is written."""
+    try:
+        for phase in model.phases(cfg.train.lr):
+            phase.optimizer(phase.params)
+    except (ValueError, TypeError) as e:
+        first = first_line(e)
+        raise GenlabError(f"model {cfg.model}: optimiser settings refused: {first}") from None
+
+
+def remove_unfinished(run_dir: Path) -> bool:
+    """Remove a run directory this call created when training stopped before any checkpoint:
+    what is left would be a run that can neither sample nor resume. A trained first stage
+    inside it is kept (with the whole directory). Returns whether it was removed."""
+    if checkpoint.latest(run_dir / "checkpoints") or (run_dir / "first_stage_run").exists():
+        return False
+    checkpoint.discard(run_dir)
+    return True
+
+
 def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> Run:
     """Train a run described by `cfg` into `out` (continuing it with resume=True)."""
     run_dir = Path(out)
@@ -150,6 +171,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         raise GenlabError(
             f"run directory {run_dir} already holds a run; add --resume or pick another --out"
         )
+    # a fresh run that fails before its first checkpoint leaves nothing behind (see below)
+    created = not run_dir.exists()
     cfg = train_first_stage(cfg, run_dir, progress)
     ranks = distributed.setup(distributed.resolve_device(cfg.train.device))
     try:
@@ -165,11 +188,16 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         resumed = resume and checkpoint.latest(run_dir / "checkpoints") is not None
         copy = first_stage_copy(run_dir) if resumed else None
         model = build_model(cfg, data.spec, first_stage_copy=copy)
+        check_optimizers(model, cfg)
         fitted = None
         if not resumed and isinstance(model, FitsData):
             # fitted before anything is written: a fit that fails (too few examples, a bad
             # model.example) leaves no half-made run behind
-            fitted = fit_to_training_split(model, data, cfg.train.seed)
+            try:
+                fitted = fit_to_training_split(model, data, cfg.train.seed)
+            except (ValueError, ArithmeticError, RuntimeError) as e:  # sklearn refuses settings
+                first = first_line(e)
+                raise GenlabError(f"model {cfg.model}: fitting failed: {first}") from None
         distributed.barrier()
         if ranks.main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -177,12 +205,19 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
             write_text_atomic(run_dir / "spec.json", json.dumps(dataclasses.asdict(data.spec)))
             save_first_stage_copy(cfg, run_dir)
         distributed.barrier()
-        trainer = Trainer(
-            model, data, cfg.train, run_dir, resume=resume, progress=progress, fitted=fitted
-        )
-        if trainer.step >= cfg.train.steps:
-            log.info("run %s already reached step %d", run_dir, trainer.step)
-        trainer.fit()
+        try:
+            trainer = Trainer(
+                model, data, cfg.train, run_dir, resume=resume, progress=progress, fitted=fitted
+            )
+            if trainer.step >= cfg.train.steps:
+                log.info("run %s already reached step %d", run_dir, trainer.step)
+            trainer.fit()
+        except BaseException as e:
+            if not (created and ranks.main and remove_unfinished(run_dir)):
+                raise
+            if type(e) in (GenlabError, TrainingDiverged):
+                raise type(e)(f"{e}; removed {run_dir}") from None
+            raise
     finally:
         distributed.teardown()
     return Run(run_dir, cfg, data.spec, trainer.sampling_model.eval(), trainer.step)

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from genlab.config import TrainConfig
 from genlab.data.spec import Data
-from genlab.errors import GenlabError, TrainingDiverged, TrainingStopped
+from genlab.errors import GenlabError, TrainingDiverged, TrainingStopped, first_line
 from genlab.metrics.evaluate import evaluate
 from genlab.models.base import FitsData, GenerativeModel
 from genlab.nn.sync import micro_batch
@@ -285,6 +285,22 @@ class Trainer:
             source = "ema.safetensors" if "ema.safetensors" in digests else "model.safetensors"
             checkpoint.load_weights(self.ema.model, ckpt.path / source)
         state = checkpoint.load_trainer_state(ckpt)
+        try:
+            self.apply_state(state)
+            with torch.random.fork_rng(devices=[]):  # a bad RNG entry fails now, not mid-run
+                for rng in [*self.shard_rng, *self.hook_rng]:
+                    set_rng_state(rng)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+            first = first_line(e, 200)
+            raise GenlabError(
+                f"{ckpt.path / 'trainer.pt'} is not a genlab trainer state "
+                f"({type(e).__name__}: {first})"
+            ) from None
+        self.last_checkpoint = ckpt
+        log.info("resumed from %s (step %d)", ckpt.path, self.step)
+
+    def apply_state(self, state: dict[str, Any]) -> None:
+        """Optimisers, step, data position and RNG streams from a loaded trainer.pt."""
         for name, opt in self.optimizers.items():
             if name in state["optimizers"]:
                 opt.load_state_dict(state["optimizers"][name])
@@ -310,8 +326,6 @@ class Trainer:
         self.hook_rng = state.get("hook_rng", self.hook_rng)  # older checkpoints: none
         window = state.get("log_window", {"sums": {}, "count": 0})  # older checkpoints: none
         self.log_sums, self.log_count = dict(window["sums"]), int(window["count"])
-        self.last_checkpoint = ckpt
-        log.info("resumed from %s (step %d)", ckpt.path, self.step)
 
     def kept(self) -> str:
         """What a stop leaves: the last checkpoint, named."""
