@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -237,4 +238,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Leave without the interpreter's finalisation: gloo's worker threads can still hold tensors
+    # then, and freeing them while Python is torn down aborts the process (SIGABRT, "terminate
+    # called without an active exception"; the pytorch#179291 discussion). Everything this
+    # worker writes is closed or flushed by now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
