@@ -70,6 +70,14 @@ def finite(text: str) -> float:
     return value
 
 
+def port(text: str) -> int:
+    """argparse type: a TCP port, 0 (any free one) to 65535."""
+    value = parsed(text, int, "an integer")
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0..65535; got {value}")
+    return value
+
+
 def device(text: str) -> str:
     """argparse type: auto, cpu, cuda or cuda:N (torch.device would raise on anything else)."""
     if not DEVICE.match(text):
@@ -205,6 +213,14 @@ def build_parser() -> Parser:
     )
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--quick", action="store_true", help="far fewer steps (a smoke test)")
+
+    p = sub.add_parser(
+        "playground", help="train models on the 2-D toys live in the browser (a local web app)"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)"
+    )
+    p.add_argument("--port", type=port, default=8765, help="port (default 8765; 0: a free one)")
     return parser
 
 
@@ -388,6 +404,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(Path(args.out), quick=args.quick)
 
 
+def cmd_playground(args: argparse.Namespace) -> None:
+    from genlab.playground import serve  # Flask is imported only by this command
+
+    def ready(url: str) -> None:
+        print(f"genlab playground at {url} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+
+    serve(args.host, args.port, on_ready=ready)
+
+
 COMMANDS = {
     "list": cmd_list,
     "train": cmd_train,
@@ -398,6 +423,7 @@ COMMANDS = {
     "interpolate": cmd_interpolate,
     "manifold": cmd_manifold,
     "demo": cmd_demo,
+    "playground": cmd_playground,
 }
 
 

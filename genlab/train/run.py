@@ -152,6 +152,24 @@ def check_optimizers(model: GenerativeModel, cfg: RunConfig) -> None:
         raise GenlabError(f"model {cfg.model}: optimiser settings refused: {first}") from None
 
 
+def prepare_model(
+    cfg: RunConfig, data: Data, *, first_stage_copy: Path | None = None, fit: bool = True
+) -> tuple[GenerativeModel, dict[str, float] | None]:
+    """The model of a new run, before anything is written: seeded (the same initial weights for
+    the same seed), built, its optimiser settings checked, and fitted when it FitsData (a fit
+    that fails, too few examples or a bad model.example, leaves no half-made run behind).
+    Returns (model, what the fit returned or None)."""
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg, data.spec, first_stage_copy=first_stage_copy)
+    check_optimizers(model, cfg)
+    if not (fit and isinstance(model, FitsData)):
+        return model, None
+    try:
+        return model, fit_to_training_split(model, data, cfg.train.seed)
+    except (ValueError, ArithmeticError, RuntimeError) as e:  # sklearn refuses settings
+        raise GenlabError(f"model {cfg.model}: fitting failed: {first_line(e)}") from None
+
+
 def remove_unfinished(run_dir: Path) -> bool:
     """Remove a run directory this call created when training stopped before any checkpoint:
     what is left would be a run that can neither sample nor resume. A trained first stage
@@ -183,21 +201,10 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         data = load_config(cfg.data)  # before writing anything: bad data means nothing written
         t = cfg.train  # the global batch must split into shards (checked again by the Trainer)
         BatchStream(len(data), t.batch_size, t.seed, ranks.rank, ranks.world, t.grad_accum)
-        seed_everything(cfg.train.seed)  # the same initial weights for the same seed
         # resuming from a checkpoint: it holds the first stage's weights too (module doc)
         resumed = resume and checkpoint.latest(run_dir / "checkpoints") is not None
         copy = first_stage_copy(run_dir) if resumed else None
-        model = build_model(cfg, data.spec, first_stage_copy=copy)
-        check_optimizers(model, cfg)
-        fitted = None
-        if not resumed and isinstance(model, FitsData):
-            # fitted before anything is written: a fit that fails (too few examples, a bad
-            # model.example) leaves no half-made run behind
-            try:
-                fitted = fit_to_training_split(model, data, cfg.train.seed)
-            except (ValueError, ArithmeticError, RuntimeError) as e:  # sklearn refuses settings
-                first = first_line(e)
-                raise GenlabError(f"model {cfg.model}: fitting failed: {first}") from None
+        model, fitted = prepare_model(cfg, data, first_stage_copy=copy, fit=not resumed)
         distributed.barrier()
         if ranks.main:
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -132,7 +132,7 @@ def score_field(model: GenerativeModel, x: Tensor, t: int) -> Tensor:
     return -eps / float(model.schedule.sqrt_one_minus_alpha_bar[t - 1])
 
 
-def _arrows(s: Tensor, sigma: float) -> Tensor:
+def score_arrows(s: Tensor, sigma: float) -> Tensor:
     """Arrow vectors in the direction of s with length tanh(sigma_t |s|) = tanh(|eps_theta|):
     |eps| is about 1 one sigma_t away from the data, so the arrows near the data (where the score
     vanishes) read next to those far from it (where |s| ~ |x| / sigma_t^2), and saturate there."""
@@ -258,7 +258,7 @@ def diffusion_figure(
         s = score_field(model, grid, t).float().cpu()
         data_scatter(ax, xt, "0.75")
         gc = grid.float().cpu()
-        u = _arrows(s, sigma_of(t)) * cell
+        u = score_arrows(s, sigma_of(t)) * cell
         ax.quiver(
             gc[:, 0],
             gc[:, 1],
