@@ -586,8 +586,8 @@ class RunManager:
             if self.stop_event.is_set() or run.state != "running" or run.trainer is None:
                 return
             self._train(run, seconds=self.chunk_seconds)
-            # slow pictures (long sampler chains) come less often: training keeps >= 3/4
-            wait = max(self.snapshot_seconds, 3 * run.snapshot_cost)
+            # slow pictures (long sampler chains) come less often: training keeps >= 2/3
+            wait = max(self.snapshot_seconds, 2 * run.snapshot_cost)
             due = time.monotonic() - run.snapshot_time >= wait
             if due or run.state != "running":
                 self._refresh(run)
