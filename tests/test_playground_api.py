@@ -295,6 +295,8 @@ BAD = [
     ({"dataset": "moons", "model": "vae", "overrides": {"data.root": "/etc"}}, "not allowed"),
     ({"dataset": "moons", "model": "vae", "overrides": {"data.name": "npz:x"}}, "not allowed"),
     ({"dataset": "moons", "model": "vae", "overrides": {"model.name": "gan"}}, "not allowed"),
+    ({"dataset": "moons", "model": "ldm", "overrides": {"model.first_stage": "/"}}, "not allowed"),
+    ({"dataset": "moons", "model": "texture", "overrides": {"model.weights": "/x"}}, "not allowed"),
     ({"dataset": "moons", "model": "gan", "overrides": {"model.loss": "wasserstein"}}, "one of"),
     ({"dataset": "moons", "model": "vae", "overrides": {"train.batch_size": -4}}, "positive"),
     ({"dataset": "moons", "model": "vae", "overrides": ["train.lr=1"]}, "object"),

@@ -1,8 +1,8 @@
 """Playground runs: one genlab model + the one Trainer per run, stepped by one worker thread.
 
-Every run is built exactly as `genlab train` builds it (genlab.train.run.build_model after
-seed_everything(train.seed), check_optimizers, fit_to_training_split for fitted models) and
-trained by genlab.train.trainer.Trainer.train_step() in a temporary run directory.
+Every run is built by the function `genlab train` uses (genlab.train.run.prepare_model: seeded
+with train.seed, built, optimiser settings checked, fitted models fitted) and trained by
+genlab.train.trainer.Trainer.train_step() in a temporary run directory.
 
 Threads. torch's global RNG is process-global, and the Trainer swaps each run's own RNG streams
 in and out of it around every forward (rng_stream). So all torch work of all runs (build, steps,
@@ -53,9 +53,10 @@ TOYS = (
     "pinwheel",
     "swissroll",
 )
-# Config keys a page may set: model.* (but not model.first_stage, a path), train.*, data.limit.
+# Config keys a page may set: model.* (but not the keys naming files: model.first_stage,
+# model.weights), train.*, data.limit.
 DATA_KEYS = ("data.limit",)
-REFUSED_KEYS = ("model.name", "model.first_stage", "data.name", "data.root")
+REFUSED_KEYS = ("model.name", "model.first_stage", "model.weights", "data.name", "data.root")
 # Playground defaults, under the page's overrides (only keys the model's config has): a 2-D
 # latent so the latent / generator pictures show the whole code, CPU (tiny nets are faster
 # there), and a long run that the user pauses.
