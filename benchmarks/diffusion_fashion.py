@@ -195,8 +195,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="the sampling noise")
     p.add_argument("--no-png", dest="png", action="store_false")
     p.add_argument("--quick", action="store_true", help="tiny runs in a temp dir, nothing saved")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = p.parse_args()
     _bench.one_thread()
+    torch.set_num_threads(args.threads)  # e.g. 2 for a long chain on an otherwise idle machine
     print(f"# {_bench.machine()}")
     data = load("fashion-mnist")
     scorer = Scorer(data)

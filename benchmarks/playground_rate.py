@@ -12,11 +12,11 @@ snapshot costs. Repeated `--repeats` times; the table gives medians. The page's 
 
 from __future__ import annotations
 
-import _bench  # noqa: F401  (one thread, before torch)
+import argparse
+import statistics
+import time
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import _bench  # one thread, set before torch is imported
 
 from genlab.playground.sessions import RunManager  # noqa: E402
 
