@@ -365,6 +365,21 @@ def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
     assert len(losses) == 5 and all(math.isfinite(v) for v in losses)
 
 
+def test_fp16_with_loss_scaling_on_cpu_resumes_exactly(tmp_path: Path) -> None:
+    """train.precision=fp16 autocasts and scales the loss (GradScaler, as on CUDA); the scale
+    travels in the checkpoint, so a resumed run equals an uninterrupted one."""
+    whole = train(tiny_vae(6, "train.precision=fp16", "train.checkpoint_every=3"), tmp_path / "a")
+    assert all(p.dtype == torch.float32 for p in whole.model.parameters())
+    state = checkpoint.load_trainer_state(checkpoint.latest(whole.dir / "checkpoints"))
+    assert state["scaler"]["scale"] > 0  # an enabled scaler saves its scale
+    train(tiny_vae(3, "train.precision=fp16", "train.checkpoint_every=3"), tmp_path / "b")
+    cfg = tiny_vae(6, "train.precision=fp16", "train.checkpoint_every=3")
+    train(cfg, tmp_path / "b", resume=True)
+    assert same_weights(tmp_path / "a", tmp_path / "b")
+    with open(whole.dir / "metrics.csv") as f:
+        assert all(math.isfinite(float(r["loss"])) for r in csv.DictReader(f))
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A 2 MB tmpfs (root only, where mounting is allowed), unmounted afterwards."""

@@ -232,9 +232,8 @@ class Trainer:
         self.progress = progress
         self.ckpt_root = self.run_dir / "checkpoints"
         self.last_checkpoint: checkpoint.Checkpoint | None = None
-        self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=cfg.precision == "fp16" and self.device.type == "cuda"
-        )
+        # fp16 needs loss scaling on any device (its gradients underflow); bf16 has fp32's range
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         if resume:
             ckpt = checkpoint.latest(self.ckpt_root)
             if ckpt is None:
@@ -304,7 +303,8 @@ class Trainer:
         for name, opt in self.optimizers.items():
             if name in state["optimizers"]:
                 opt.load_state_dict(state["optimizers"][name])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty from a disabled scaler (fp16 on CPU before it was enabled)
+            self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.batches.epoch = int(state["batches"]["epoch"])
         self.batches.pos = int(state["batches"]["pos"])
