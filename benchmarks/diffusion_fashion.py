@@ -8,7 +8,8 @@ All samplers start from the same noise (one generator seed), so rows differ only
 
 --task samplers: one DDPM run; for each sampler/steps pair, n samples, their FID/KID, the network
 evaluations (NFE) per sample and the sampling wall time. NFE: ancestral and DDIM call the network
-once per step, DPM-Solver++(2M) once per step too (it reuses the previous step's output).
+once per step, DPM-Solver++(2M) and its SDE variant once per step too (they reuse the previous
+step's output).
 --task guidance: one ddpm-cfg run; for each guidance weight w, n samples with labels cycling
 through the 10 classes, the classifier's accuracy on them (does it see the class asked for?),
 and their FID.
@@ -43,7 +44,7 @@ from genlab.viz.grids import save_samples
 
 CONFIG_DIR = _bench.BENCH_DIR.parent / "configs"
 SAMPLERS = ("ancestral:1000", "ddim:10", "ddim:20", "ddim:50", "ddim:100")
-SAMPLERS += ("dpm-solver++:10", "dpm-solver++:20")
+SAMPLERS += ("dpm-solver++:10", "dpm-solver++:20", "sde-dpm-solver++:10", "sde-dpm-solver++:20")
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
 BATCH = 250  # samples per network call: bounds memory, keeps one thread busy
 

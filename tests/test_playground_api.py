@@ -100,7 +100,7 @@ def test_options_list_toys_models_samplers_and_gan_losses(client) -> None:
         assert name not in models
     assert models["score-sde"]["samplers"] == ["euler-maruyama", "pc", "ode"]
     assert models["ncsn"]["samplers"] == ["langevin"]
-    assert models["ddpm"]["samplers"] == ["ancestral", "ddim", "dpm-solver++"]
+    assert models["ddpm"]["samplers"] == ["ancestral", "ddim", "dpm-solver++", "sde-dpm-solver++"]
     assert models["gmm"]["fitted"] and not models["gan"]["fitted"]
     gan = {p["key"]: p for p in models["gan"]["params"]}
     assert gan["model.loss"]["choices"] == ["minimax", "ns", "ls", "wgan", "wgan-gp", "hinge"]

@@ -30,7 +30,8 @@ WEIGHTS = torch.tensor([0.5, 0.3, 0.2], dtype=DT)
 STD = 0.3
 SCHED = NoiseSchedule.from_name("linear", 1000)
 VP, SUBVP, VE = VPSDE(), SubVPSDE(), VESDE(0.01, 10.0)  # VE: sigma_max above the data's diameter
-NAMES = ["ancestral", "ddim", "dpm-solver++", "langevin", "euler-maruyama", "pc", "ode"]
+NAMES = ["ancestral", "ddim", "dpm-solver++", "sde-dpm-solver++", "langevin", "euler-maruyama"]
+NAMES += ["pc", "ode"]
 
 
 def sample_mixture(n: int, g: torch.Generator, weights: torch.Tensor = WEIGHTS) -> torch.Tensor:
@@ -78,6 +79,9 @@ CASES: dict[str, Callable[[int, torch.Generator], torch.Tensor]] = {
     ),
     "ddim-100": lambda n, g: S.ddim(eps_exact, SCHED, (n, 2), steps=100, generator=g, dtype=DT),
     "dpm-solver++-40": lambda n, g: S.dpm_solver_pp(
+        eps_exact, SCHED, (n, 2), steps=40, generator=g, dtype=DT
+    ),
+    "sde-dpm-solver++-40": lambda n, g: S.sde_dpm_solver_pp(
         eps_exact, SCHED, (n, 2), steps=40, generator=g, dtype=DT
     ),
     "langevin": lambda n, g: S.annealed_langevin(
@@ -206,7 +210,7 @@ def test_learned_variance_path_uses_the_given_logvar() -> None:
 def test_clipping_keeps_the_update_consistent() -> None:
     # With a clip range containing every x0 prediction, clipping changes nothing.
     kw = {"dtype": DT, "clip": (-100.0, 100.0)}
-    for fn in (S.ancestral, S.ddim, S.dpm_solver_pp):
+    for fn in (S.ancestral, S.ddim, S.dpm_solver_pp, S.sde_dpm_solver_pp):
         a = fn(eps_exact, SCHED, (16, 2), generator=torch.Generator().manual_seed(9), **kw)
         b = fn(eps_exact, SCHED, (16, 2), generator=torch.Generator().manual_seed(9), dtype=DT)
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
@@ -248,6 +252,38 @@ def test_dpm_solver_is_second_order_and_beats_ddim() -> None:
     assert dpm[40] / dpm[80] > 3.0, dpm
     assert 1.5 < ddim[40] / ddim[80] < 2.5, ddim
     assert dpm[20] < ddim[20] / 4
+
+
+def test_sde_dpm_solver_first_step_is_the_ddpm_posterior() -> None:
+    # With two grid points the SDE solver takes one first-order step, then returns x0_theta: its
+    # step x_s -> x_t is q(x_t | x_s, x0_theta), i.e. DDIM with eta = 1 on the same grid (the
+    # derivation in the docstring). Same generator, same noise draws.
+    g = {"dtype": DT}
+    for spacing in ("lambda", "t"):
+        a = S.sde_dpm_solver_pp(eps_exact, SCHED, (64, 2), steps=2, spacing=spacing,
+                                generator=torch.Generator().manual_seed(13), **g)  # fmt: skip
+        b = S.ddim(eps_exact, SCHED, (64, 2), steps=2, eta=1.0, spacing=spacing,
+                   generator=torch.Generator().manual_seed(13), **g)  # fmt: skip
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_sde_dpm_solver_is_second_order_in_distribution() -> None:
+    # Weak order: on Gaussian data N(M, SD^2), with the exact eps, the variance of the samples
+    # converges to SD^2 at order 2 in the step for SDE-DPM-Solver++(2M) and at order 1 for the
+    # first-order SDE step (DDIM eta = 1) on the same lambda grid. 400k draws (the Monte Carlo
+    # SE of a variance is SD^2 sqrt(2 / n) = 9e-5, small against the errors compared here).
+    n = 400_000
+
+    def var_error(fn, steps: int, **kw) -> float:
+        x = fn(_gauss_eps, SCHED, (n, 1), steps=steps, dtype=DT,
+               generator=torch.Generator().manual_seed(14), **kw)  # fmt: skip
+        return abs(float(x.var()) - SD**2)
+
+    sde = {k: var_error(S.sde_dpm_solver_pp, k) for k in (20, 40)}
+    first = {k: var_error(S.ddim, k, eta=1.0, spacing="lambda") for k in (20, 40)}
+    assert sde[20] / sde[40] > 3.0, sde
+    assert 1.5 < first[20] / first[40] < 2.5, first
+    assert sde[40] < first[40] / 5, (sde, first)
 
 
 def test_probability_flow_ode_solvers_follow_the_exact_flow() -> None:
@@ -325,6 +361,9 @@ SMALL: dict[str, Callable[[torch.Generator], torch.Tensor]] = {
     "ancestral": lambda g: S.ancestral(eps_exact, SCHED, (8, 2), generator=g),
     "ddim": lambda g: S.ddim(eps_exact, SCHED, (8, 2), steps=10, eta=0.5, generator=g),
     "dpm-solver++": lambda g: S.dpm_solver_pp(eps_exact, SCHED, (8, 2), steps=5, generator=g),
+    "sde-dpm-solver++": lambda g: S.sde_dpm_solver_pp(
+        eps_exact, SCHED, (8, 2), steps=5, generator=g
+    ),
     "langevin": lambda g: S.annealed_langevin(
         langevin_score, LANGEVIN_SIGMAS, (8, 2), steps=5, generator=g
     ),

@@ -18,7 +18,8 @@ dimension as in their code (so lambda keeps its meaning at any image size). Fixe
 (loss=simple) are beta_t or beta~_t (`variance`, Ho et al. section 3.2).
 
 Class conditioning with classifier-free guidance (Ho & Salimans arXiv:2207.12598): see
-genlab.models.denoising. Sampling delegates to genlab.samplers (ancestral, ddim, dpm-solver++).
+genlab.models.denoising. Sampling delegates to genlab.samplers (ancestral, ddim, dpm-solver++,
+sde-dpm-solver++).
 
 Likelihood: the variational bound L = L_T + sum_{t>1} L_{t-1} + L_0 >= -log p(x_0) in nats per
 example (genlab.diffusion.vlb_terms, one x_t per step). For discrete data (images with
@@ -56,7 +57,7 @@ from genlab.models.denoising import (
     training_labels,
 )
 from genlab.registry import MODELS
-from genlab.samplers import ancestral, ddim, dpm_solver_pp
+from genlab.samplers import ancestral, ddim, dpm_solver_pp, sde_dpm_solver_pp
 
 
 @dataclass
@@ -67,8 +68,10 @@ class DDPMConfig(DenoiserConfig):
     timesteps: int = 1000  # T
     variance: Literal["beta", "beta_tilde"] = "beta"  # fixed reverse variance (loss=simple)
     vlb_weight: float = 0.001  # lambda of L_hybrid
-    sampler: Literal["ancestral", "ddim", "dpm-solver++"] = "ancestral"  # default sampler
-    sample_steps: int = 0  # steps of `sampler` (0: ancestral all T, ddim 50, dpm-solver++ 20)
+    sampler: Literal["ancestral", "ddim", "dpm-solver++", "sde-dpm-solver++"] = (
+        "ancestral"  # default sampler
+    )
+    sample_steps: int = 0  # steps of `sampler` (0: ancestral all T, ddim 50, the DPM-Solvers 20)
     clip: bool = True  # clip predicted x_0 to [-1, 1] while sampling bounded data
 
 
@@ -89,7 +92,7 @@ class DDPM(GenerativeModel):
     """DDPM with eps / x0 / v prediction, L_simple or L_hybrid, and guidance (see module doc)."""
 
     config_class = DDPMConfig
-    samplers = ("ancestral", "ddim", "dpm-solver++")
+    samplers = ("ancestral", "ddim", "dpm-solver++", "sde-dpm-solver++")
     likelihood_method = "DDPM variational bound L_T + sum_t L_t-1 + L_0 (one trajectory; k unused)"
 
     def __init__(self, cfg: DDPMConfig, spec: DataSpec, *, net: nn.Module | None = None) -> None:
@@ -267,9 +270,10 @@ class DDPM(GenerativeModel):
         ancestral: Ho et al. Algorithm 2 over all T steps, with the fixed or learned variance;
         with steps < T it is DDIM with eta = 1 on that subsequence (the respaced ancestral
         chain, Song et al. arXiv:2010.02502 section 4.1). ddim: eta = 0, 50 steps by default;
-        dpm-solver++: 20 steps by default. Conditional models without labels cycle through the
-        classes; guidance is the weight w (default: the config's); `cond` (n, C', H, W) is an
-        image condition passed to the network at every step (super-resolution).
+        dpm-solver++ (the ODE) and sde-dpm-solver++ (the reverse SDE): 20 steps by default.
+        Conditional models without labels cycle through the classes; guidance is the weight w
+        (default: the config's); `cond` (n, C', H, W) is an image condition passed to the
+        network at every step (super-resolution).
         """
         cfg = self.cfg
         name = choose_sampler(sampler, cfg.sampler, self.samplers, kw)
@@ -308,5 +312,6 @@ class DDPM(GenerativeModel):
         elif name == "ddim":
             x = ddim(eps_fn, self.schedule, shape, steps=steps or min(50, T), **opts)
         else:
-            x = dpm_solver_pp(eps_fn, self.schedule, shape, steps=steps or min(20, T), **opts)
+            solver = dpm_solver_pp if name == "dpm-solver++" else sde_dpm_solver_pp
+            x = solver(eps_fn, self.schedule, shape, steps=steps or min(20, T), **opts)
         return from_unit_range(x, self.spec)

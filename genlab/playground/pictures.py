@@ -53,6 +53,7 @@ SNAPSHOT_STEPS = {
     "ancestral": 50,  # respaced ancestral chain (DDIM, eta = 1) when below T
     "ddim": 20,
     "dpm-solver++": 10,
+    "sde-dpm-solver++": 20,
     "euler-maruyama": 50,
     "pc": 25,
     "ode": 20,  # fixed-step Heun
