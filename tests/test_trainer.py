@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from dataclasses import dataclass
 
@@ -53,6 +54,35 @@ def test_resume_continues_exactly(tmp_path) -> None:
     with open(tmp_path / "part" / "metrics.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f)]
     assert steps == sorted(set(steps)) and steps[-1] == 20
+
+
+def saved_rates(run_dir) -> list[float]:
+    state = checkpoint.load_trainer_state(checkpoint.latest(run_dir / "checkpoints"))
+    return [g["lr"] for opt in state["optimizers"].values() for g in opt["param_groups"]]
+
+
+def test_resume_with_another_lr_applies_it(tmp_path) -> None:
+    # The optimiser state holds the rates of the saved run; an explicit train.lr on --resume
+    # scales them by new / old (before, the override silently did nothing).
+    lr = run_cfg(10).train.lr
+    train(run_cfg(10), tmp_path / "r", progress=False)
+    assert saved_rates(tmp_path / "r") == [lr]
+    train(run_cfg(15, lr=lr / 4), tmp_path / "r", resume=True, progress=False)
+    assert saved_rates(tmp_path / "r") == pytest.approx([lr / 4], rel=1e-12)
+    train(run_cfg(20, lr=lr / 4), tmp_path / "r", resume=True, progress=False)  # unchanged
+    assert saved_rates(tmp_path / "r") == pytest.approx([lr / 4], rel=1e-12)
+    # a rate lowered by a rollback stays lowered relative to train.lr: it is scaled, not reset
+    ckpt = checkpoint.latest(tmp_path / "r" / "checkpoints")
+    state = checkpoint.load_trainer_state(ckpt)
+    for opt in state["optimizers"].values():
+        for group in opt["param_groups"]:
+            group["lr"] *= 0.5
+    torch.save(state, ckpt.path / "trainer.pt")
+    manifest = json.loads((ckpt.path / "manifest.json").read_text())
+    manifest["sha256"]["trainer.pt"] = checkpoint.sha256(ckpt.path / "trainer.pt")
+    (ckpt.path / "manifest.json").write_text(json.dumps(manifest))
+    train(run_cfg(25, lr=lr / 2), tmp_path / "r", resume=True, progress=False)
+    assert saved_rates(tmp_path / "r") == pytest.approx([lr / 4], rel=1e-12)  # lr/8 x 2
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path) -> None:

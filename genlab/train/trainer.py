@@ -268,6 +268,7 @@ class Trainer:
         per_rank = distributed.gather_objects(self.shard_rng)  # collective: every rank calls it
         return {
             "step": self.step,
+            "train_lr": self.cfg.lr,  # the train.lr the optimisers' rates derive from
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "scaler": self.scaler.state_dict(),
             "batches": self.batches.state(),
@@ -303,6 +304,15 @@ class Trainer:
         for name, opt in self.optimizers.items():
             if name in state["optimizers"]:
                 opt.load_state_dict(state["optimizers"][name])
+        saved_lr = state.get("train_lr")  # older checkpoints: none, their rates are kept
+        if saved_lr is not None and float(saved_lr) != self.cfg.lr:
+            # train.lr changed on --resume: the optimiser state brought the old rates back, so
+            # scale them (which keeps rollback cuts and the ratio between a model's phases)
+            scale = self.cfg.lr / float(saved_lr)
+            for opt in self.optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] *= scale
+            log.info("train.lr %g -> %g: learning rates scaled x%g", saved_lr, self.cfg.lr, scale)
         if state["scaler"]:  # empty from a disabled scaler (fp16 on CPU before it was enabled)
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
