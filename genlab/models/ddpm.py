@@ -68,9 +68,8 @@ class DDPMConfig(DenoiserConfig):
     timesteps: int = 1000  # T
     variance: Literal["beta", "beta_tilde"] = "beta"  # fixed reverse variance (loss=simple)
     vlb_weight: float = 0.001  # lambda of L_hybrid
-    sampler: Literal["ancestral", "ddim", "dpm-solver++", "sde-dpm-solver++"] = (
-        "ancestral"  # default sampler
-    )
+    # the default sampler
+    sampler: Literal["ancestral", "ddim", "dpm-solver++", "sde-dpm-solver++"] = "ancestral"
     sample_steps: int = 0  # steps of `sampler` (0: ancestral all T, ddim 50, the DPM-Solvers 20)
     clip: bool = True  # clip predicted x_0 to [-1, 1] while sampling bounded data
 

@@ -90,5 +90,5 @@ def dpm_solver_pp(
 def sde_dpm_solver_pp(
     eps_fn: EpsFn, schedule: NoiseSchedule, shape: tuple[int, ...], **kw: object
 ) -> Tensor:
-    """dpm_solver_pp(..., stochastic=True): SDE-DPM-Solver++(2M) (Lu et al. arXiv:2211.01095)."""
+    """SDE-DPM-Solver++(2M): dpm_solver_pp(..., stochastic=True), whose docstring has the update."""
     return dpm_solver_pp(eps_fn, schedule, shape, stochastic=True, **kw)
