@@ -189,8 +189,8 @@ SAMPLER_CASES = [
     ("ddpm", {}, "ddim", 7, 7),
     ("ddpm", {}, "ddim", None, 20),  # the default 50 steps, capped at T
     ("ddpm", {}, "dpm-solver++", 6, 6),
-    ("iddpm", {}, "ancestral", None, 20),
     ("ddpm", {}, "sde-dpm-solver++", 6, 6),
+    ("iddpm", {}, "ancestral", None, 20),
     ("iddpm", {}, "dpm-solver++", 4, 4),
     ("iddpm", {}, "sde-dpm-solver++", None, 20),  # the default 20 steps, capped at T
     ("ddpm-cfg", {}, "ddim", 5, 5),  # guided: one batched call per step

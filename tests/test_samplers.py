@@ -254,16 +254,18 @@ def test_dpm_solver_is_second_order_and_beats_ddim() -> None:
     assert dpm[20] < ddim[20] / 4
 
 
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
 def test_sde_dpm_solver_first_step_is_the_ddpm_posterior() -> None:
     # With two grid points the SDE solver takes one first-order step, then returns x0_theta: its
     # step x_s -> x_t is q(x_t | x_s, x0_theta), i.e. DDIM with eta = 1 on the same grid (the
     # derivation in the docstring). Same generator, same noise draws.
-    g = {"dtype": DT}
     for spacing in ("lambda", "t"):
-        a = S.sde_dpm_solver_pp(eps_exact, SCHED, (64, 2), steps=2, spacing=spacing,
-                                generator=torch.Generator().manual_seed(13), **g)  # fmt: skip
-        b = S.ddim(eps_exact, SCHED, (64, 2), steps=2, eta=1.0, spacing=spacing,
-                   generator=torch.Generator().manual_seed(13), **g)  # fmt: skip
+        kw = {"steps": 2, "spacing": spacing, "dtype": DT}
+        a = S.sde_dpm_solver_pp(eps_exact, SCHED, (64, 2), generator=seeded(13), **kw)
+        b = S.ddim(eps_exact, SCHED, (64, 2), eta=1.0, generator=seeded(13), **kw)
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
@@ -275,8 +277,7 @@ def test_sde_dpm_solver_is_second_order_in_distribution() -> None:
     n = 400_000
 
     def var_error(fn, steps: int, **kw) -> float:
-        x = fn(_gauss_eps, SCHED, (n, 1), steps=steps, dtype=DT,
-               generator=torch.Generator().manual_seed(14), **kw)  # fmt: skip
+        x = fn(_gauss_eps, SCHED, (n, 1), steps=steps, dtype=DT, generator=seeded(14), **kw)
         return abs(float(x.var()) - SD**2)
 
     sde = {k: var_error(S.sde_dpm_solver_pp, k) for k in (20, 40)}
