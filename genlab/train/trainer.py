@@ -309,9 +309,7 @@ class Trainer:
             # train.lr changed on --resume: the optimiser state brought the old rates back, so
             # scale them (which keeps rollback cuts and the ratio between a model's phases)
             scale = self.cfg.lr / float(saved_lr)
-            for opt in self.optimizers.values():
-                for group in opt.param_groups:
-                    group["lr"] *= scale
+            self.scale_learning_rates(scale)
             log.info("train.lr %g -> %g: learning rates scaled x%g", saved_lr, self.cfg.lr, scale)
         if state["scaler"]:  # empty from a disabled scaler (fp16 on CPU before it was enabled)
             self.scaler.load_state_dict(state["scaler"])
@@ -445,6 +443,11 @@ class Trainer:
             self.logger.scalars(0, values, prefix="fit/")
         return values
 
+    def scale_learning_rates(self, factor: float) -> None:
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] *= factor
+
     def roll_back(self, error: TrainingDiverged) -> bool:
         """train.on_divergence=rollback: reload the last good checkpoint and lower the learning
         rate; False when that is not allowed (then the caller stops)."""
@@ -454,9 +457,7 @@ class Trainer:
             return False
         self.rollbacks += 1
         self.restore(ckpt)
-        for opt in self.optimizers.values():
-            for group in opt.param_groups:
-                group["lr"] *= cfg.rollback_lr_factor
+        self.scale_learning_rates(cfg.rollback_lr_factor)
         self.open_loggers()  # rows after the checkpoint's step are dropped
         log.warning(
             "%s; rolled back to step %d with the learning rate x%g (rollback %d of %d)",
